@@ -1,0 +1,455 @@
+//! [`Region`]: a mapped pool and the safe API through which every layer
+//! above reads it, writes it and makes it durable.
+
+use crate::error::{BoundsError, DrainError, OpenError};
+use crate::map::{self, Mapping, Medium};
+use crate::persist::backend::{Backend, PersistInfo, PersistOptions, Persistence};
+use crate::persist::msync::DirtyPages;
+use crate::persist::table::Ops;
+use crate::sync::{AtomicU64, Ordering};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::ptr::{self, NonNull};
+
+#[cfg(feature = "sim")]
+use crate::sim::{Sim, SimConfig, SiteKind};
+#[cfg(feature = "sim")]
+use std::sync::Arc;
+
+/// How to open a region.
+#[derive(Debug, Clone, Default)]
+pub struct RegionOptions {
+    /// Persistence backend and overrides.
+    pub persist: PersistOptions,
+    /// If set, create the file when missing (or empty) with this size.
+    pub create_size: Option<u64>,
+    /// Smallest acceptable size; smaller files get `OpenError::TooSmall`.
+    pub min_len: u64,
+}
+
+enum Kind {
+    /// pmem, eadr, volatile: everything is in the ops table.
+    Table,
+    /// msync: flushes mark pages, drains msync them.
+    Msync(DirtyPages),
+    /// The crash simulator watches every store, flush and drain.
+    #[cfg(feature = "sim")]
+    Sim(Arc<Sim>),
+}
+
+/// A mapped pool (file, DAX device or anonymous memory) and its
+/// persistence backend.
+///
+/// Offsets are `u64` from the start of the region. Accessors panic on an
+/// out-of-bounds or misaligned offset, like slice indexing; code handling
+/// offsets read from media validates them first with [`Region::check`].
+///
+/// Concurrency: the region is shared memory. Atomic accessors
+/// (`load_u64`, `store_u64`, `compare_exchange_u64`) may race with each
+/// other; plain reads and writes of a range must not overlap a concurrent
+/// plain write of the same range. The layers above guarantee that by their
+/// protocols (payloads are written before they are published and never
+/// changed while reachable; reuse waits for readers to leave).
+pub struct Region {
+    base: NonNull<u8>,
+    len: usize,
+    ops: Ops,
+    kind: Kind,
+    info: PersistInfo,
+    mapping: Mapping,
+    _file: Option<File>,
+    path: Option<PathBuf>,
+}
+
+// SAFETY: `base` points into `mapping`, owned by the region and unmapped only
+// on drop; every access goes through methods that bounds-check it, and the
+// sharing discipline above is the callers' contract, as for any shared
+// memory. The backend state (DirtyPages, Sim) is itself thread-safe.
+unsafe impl Send for Region {}
+// SAFETY: as for Send.
+unsafe impl Sync for Region {}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region").field("len", &self.len).field("path", &self.path).field("info", &self.info).finish()
+    }
+}
+
+fn choose(p: Persistence, medium: Medium, map_sync: bool) -> Result<(Backend, String), OpenError> {
+    let env_forced = std::env::var("DAXKV_PERSISTENCE").is_ok();
+    Ok(match p {
+        Persistence::Force(Backend::Sim) => {
+            return Err(OpenError::Backend {
+                backend: "sim",
+                why: "the simulator runs on in-memory images (Region::sim), not on files".into(),
+            });
+        }
+        Persistence::Force(b) => {
+            let by = if env_forced { "DAXKV_PERSISTENCE" } else { "option" };
+            (b, format!("forced by {by}"))
+        }
+        Persistence::Auto => match medium {
+            Medium::DaxDevice => {
+                if map::platform_has_eadr() {
+                    (Backend::Eadr, "device DAX; platform persistence domain is cpu_cache (eADR)".into())
+                } else {
+                    (Backend::Pmem, "device DAX".into())
+                }
+            }
+            _ if map_sync => {
+                if map::platform_has_eadr() {
+                    (
+                        Backend::Eadr,
+                        "MAP_SYNC accepted (DAX file system); persistence domain is cpu_cache (eADR)".into(),
+                    )
+                } else {
+                    (Backend::Pmem, "MAP_SYNC accepted: DAX file system".into())
+                }
+            }
+            Medium::Memory(fs) => {
+                (Backend::Volatile, format!("file is on {fs}: memory only, nothing survives power loss"))
+            }
+            Medium::Other => {
+                (Backend::Msync, "MAP_SYNC refused: ordinary file system, pages written with msync".into())
+            }
+        },
+    })
+}
+
+impl Region {
+    /// Open (or create, with `create_size`) the pool at `path`, lock it, map
+    /// it and pick the persistence backend.
+    pub fn open(path: &Path, opts: &RegionOptions) -> Result<Region, OpenError> {
+        let (file, len, medium) = map::open_locked(path, opts.create_size, opts.min_len.max(64))?;
+        let (mut mapping, map_sync) = map::map_file(&file, len, path)?;
+        let (backend, reason) = choose(opts.persist.persistence, medium, map_sync)?;
+        let ops = Ops::build(backend, &opts.persist)?;
+        let len = len as usize;
+        let kind = match backend {
+            Backend::Msync => Kind::Msync(DirtyPages::new(len, map::page_size())),
+            _ => Kind::Table,
+        };
+        let info = PersistInfo {
+            backend,
+            reason,
+            flush: ops.flush_instr,
+            copy: ops.copy_isa,
+            movnt_threshold: ops.threshold(),
+            map_sync,
+        };
+        log::info!("{}: {}", path.display(), info);
+        Ok(Region {
+            base: mapping.base(),
+            len,
+            ops,
+            kind,
+            info,
+            mapping,
+            _file: Some(file),
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    /// A region of anonymous memory. `Auto` means `volatile`; forcing `pmem`
+    /// or `eadr` runs the real flush instructions on DRAM (benchmarks).
+    pub fn anonymous(len: usize, persist: &PersistOptions) -> Result<Region, OpenError> {
+        let (backend, reason) = match persist.persistence {
+            Persistence::Auto => (Backend::Volatile, "anonymous memory".to_string()),
+            Persistence::Force(Backend::Msync) | Persistence::Force(Backend::Sim) => {
+                return Err(OpenError::Backend {
+                    backend: if persist.persistence == Persistence::Force(Backend::Msync) { "msync" } else { "sim" },
+                    why: "not available on anonymous memory".into(),
+                });
+            }
+            Persistence::Force(b) => (b, "forced on anonymous memory".to_string()),
+        };
+        let ops = Ops::build(backend, persist)?;
+        let mut mapping = map::map_anon(len.max(64)).map_err(|e| OpenError::io(Path::new("<anonymous>"), "mmap", e))?;
+        let info = PersistInfo {
+            backend,
+            reason,
+            flush: ops.flush_instr,
+            copy: ops.copy_isa,
+            movnt_threshold: ops.threshold(),
+            map_sync: false,
+        };
+        Ok(Region { base: mapping.base(), len, ops, kind: Kind::Table, info, mapping, _file: None, path: None })
+    }
+
+    /// A simulated region whose persisted image and cache view both start
+    /// as `image` (whose length must be a multiple of 64).
+    #[cfg(feature = "sim")]
+    pub fn sim(image: &[u8], cfg: SimConfig) -> Region {
+        assert!(
+            image.len().is_multiple_of(64) && !image.is_empty(),
+            "sim image length must be a non-zero multiple of 64"
+        );
+        let mut mapping = map::map_anon(image.len()).expect("anonymous mapping for the simulator");
+        let base = mapping.base();
+        // SAFETY: the fresh mapping is image.len() bytes long and private.
+        unsafe { ptr::copy_nonoverlapping(image.as_ptr(), base.as_ptr(), image.len()) };
+        let opts = PersistOptions::default();
+        let ops = Ops::build(Backend::Sim, &opts).expect("sim ops");
+        let info = PersistInfo {
+            backend: Backend::Sim,
+            reason: "crash simulator".into(),
+            flush: ops.flush_instr,
+            copy: ops.copy_isa,
+            movnt_threshold: ops.threshold(),
+            map_sync: false,
+        };
+        Region {
+            base,
+            len: image.len(),
+            ops,
+            kind: Kind::Sim(Arc::new(Sim::new(image, cfg))),
+            info,
+            mapping,
+            _file: None,
+            path: None,
+        }
+    }
+
+    /// The simulator behind this region, if it is simulated.
+    #[cfg(feature = "sim")]
+    pub fn simulator(&self) -> Option<&Arc<Sim>> {
+        match &self.kind {
+            Kind::Sim(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len as u64
+    }
+
+    /// Whether the region is empty (never, for an opened pool).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The file's path, if the region maps a file.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The backend in use and why it was chosen.
+    pub fn persist_info(&self) -> &PersistInfo {
+        &self.info
+    }
+
+    /// Whether `[off, off+len)` lies inside the region.
+    pub fn check(&self, off: u64, len: u64) -> Result<(), BoundsError> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.len as u64 => Ok(()),
+            _ => Err(BoundsError { offset: off, len, region_len: self.len as u64 }),
+        }
+    }
+
+    #[inline]
+    #[track_caller]
+    fn at(&self, off: u64, len: usize) -> *mut u8 {
+        if let Err(e) = self.check(off, len as u64) {
+            panic!("{e}");
+        }
+        // SAFETY: off + len <= self.len, checked above, so the pointer stays
+        // inside the mapping.
+        unsafe { self.base.as_ptr().add(off as usize) }
+    }
+
+    #[inline]
+    #[track_caller]
+    fn atomic(&self, off: u64) -> &AtomicU64 {
+        let p = self.at(off, 8);
+        assert!(off.is_multiple_of(8), "atomic access at unaligned offset {off}");
+        // SAFETY: p is in bounds and 8-byte aligned (the mapping is page
+        // aligned, off is a multiple of 8); the memory lives as long as self.
+        // Plain accesses of the same word are excluded by the callers'
+        // protocol (see the type's docs).
+        unsafe { &*(p as *const AtomicU64) }
+    }
+
+    #[cfg(feature = "sim")]
+    fn word_reader(&self) -> impl Fn(usize) -> u64 + '_ {
+        move |w| {
+            let mut b = [0u8; 8];
+            self.read(w as u64 * 8, &mut b);
+            u64::from_le_bytes(b)
+        }
+    }
+
+    /// Copy `buf.len()` bytes at `off` into `buf`.
+    #[inline]
+    #[track_caller]
+    pub fn read(&self, off: u64, buf: &mut [u8]) {
+        let p = self.at(off, buf.len());
+        // SAFETY: in-bounds source, distinct destination; no concurrent
+        // writer of this range (type docs).
+        unsafe { ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
+    }
+
+    /// Read a little-endian u64 at any alignment (plain load).
+    #[inline]
+    #[track_caller]
+    pub fn read_u64(&self, off: u64) -> u64 {
+        let mut b = [0u8; 8];
+        self.read(off, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    /// Borrow `len` bytes at `off` without copying. The caller guarantees
+    /// the range is not written while borrowed (published pool data is
+    /// immutable until reclaimed, and reclamation waits for readers).
+    #[inline]
+    #[track_caller]
+    pub fn bytes(&self, off: u64, len: usize) -> &[u8] {
+        let p = self.at(off, len);
+        // SAFETY: in bounds, lives as long as &self; immutability while
+        // borrowed is the caller's contract stated above.
+        unsafe { std::slice::from_raw_parts(p, len) }
+    }
+
+    /// Atomic load of an aligned little-endian u64 (acquire).
+    #[inline]
+    #[track_caller]
+    pub fn load_u64(&self, off: u64) -> u64 {
+        u64::from_le(self.atomic(off).load(Ordering::Acquire))
+    }
+
+    /// Store bytes with ordinary cached stores, without flushing: they are
+    /// durable only after a later `flush` of the range and a `drain`.
+    #[inline]
+    #[track_caller]
+    pub fn write(&self, off: u64, src: &[u8]) {
+        let p = self.at(off, src.len());
+        // SAFETY: in-bounds destination, distinct source; no concurrent
+        // access of this range (type docs).
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) };
+        #[cfg(feature = "sim")]
+        if let Kind::Sim(s) = &self.kind {
+            s.on_write(&self.word_reader(), off as usize, src.len());
+        }
+    }
+
+    /// Plain little-endian u64 store at any alignment, not flushed.
+    #[inline]
+    #[track_caller]
+    pub fn write_u64(&self, off: u64, v: u64) {
+        self.write(off, &v.to_le_bytes());
+    }
+
+    /// Atomic store of an aligned u64 (release): the publish. An aligned
+    /// 8-byte store is the only store that never tears on power loss. It
+    /// still needs `flush` + `drain` to be durable.
+    #[inline]
+    #[track_caller]
+    pub fn store_u64(&self, off: u64, v: u64) {
+        self.atomic(off).store(v.to_le(), Ordering::Release);
+        #[cfg(feature = "sim")]
+        if let Kind::Sim(s) = &self.kind {
+            s.on_write(&self.word_reader(), off as usize, 8);
+        }
+    }
+
+    /// Atomic compare-and-exchange of an aligned u64 (acq-rel). Returns the
+    /// previous value: `Ok` if it was `current` and `new` was stored.
+    #[inline]
+    #[track_caller]
+    pub fn compare_exchange_u64(&self, off: u64, current: u64, new: u64) -> Result<u64, u64> {
+        let r = self
+            .atomic(off)
+            .compare_exchange(current.to_le(), new.to_le(), Ordering::AcqRel, Ordering::Acquire)
+            .map(u64::from_le)
+            .map_err(u64::from_le);
+        #[cfg(feature = "sim")]
+        if let (Kind::Sim(s), Ok(_)) = (&self.kind, &r) {
+            s.on_write(&self.word_reader(), off as usize, 8);
+        }
+        r
+    }
+
+    /// The flushcache copy: store `src` at `off` so that the next `drain`
+    /// makes it durable (non-temporal stores for large copies, cached
+    /// stores + line flush for small ones and for unaligned edges).
+    #[inline]
+    #[track_caller]
+    pub fn copy_nodrain(&self, off: u64, src: &[u8]) {
+        let p = self.at(off, src.len());
+        // SAFETY: in-bounds destination in our mapping, distinct source.
+        unsafe { self.ops.copy_nodrain(p, src.as_ptr(), src.len()) };
+        match &self.kind {
+            Kind::Table => {}
+            Kind::Msync(d) => d.mark(off as usize, src.len()),
+            #[cfg(feature = "sim")]
+            Kind::Sim(s) => {
+                s.on_copy(&self.word_reader(), off as usize, src.len(), SiteKind::Copy, std::panic::Location::caller())
+            }
+        }
+    }
+
+    /// The memset twin of `copy_nodrain`: fill `len` bytes at `off`.
+    #[inline]
+    #[track_caller]
+    pub fn set_nodrain(&self, off: u64, byte: u8, len: usize) {
+        let p = self.at(off, len);
+        // SAFETY: in-bounds destination in our mapping.
+        unsafe { self.ops.set_nodrain(p, byte, len) };
+        match &self.kind {
+            Kind::Table => {}
+            Kind::Msync(d) => d.mark(off as usize, len),
+            #[cfg(feature = "sim")]
+            Kind::Sim(s) => {
+                s.on_copy(&self.word_reader(), off as usize, len, SiteKind::Set, std::panic::Location::caller())
+            }
+        }
+    }
+
+    /// Start write-back of every cache line touched by `[off, off+len)`.
+    #[inline]
+    #[track_caller]
+    pub fn flush(&self, off: u64, len: usize) {
+        let p = self.at(off, len);
+        match &self.kind {
+            // SAFETY: in-bounds range of our mapping.
+            Kind::Table => unsafe { self.ops.flush(p, len) },
+            Kind::Msync(d) => d.mark(off as usize, len),
+            #[cfg(feature = "sim")]
+            Kind::Sim(s) => s.on_flush(off as usize, len, SiteKind::Flush, std::panic::Location::caller()),
+        }
+    }
+
+    /// Wait until everything flushed, copied or filled before is durable.
+    #[inline]
+    #[track_caller]
+    pub fn drain(&self) -> Result<(), DrainError> {
+        match &self.kind {
+            Kind::Table => {
+                self.ops.drain();
+                Ok(())
+            }
+            Kind::Msync(d) => d.drain(|o, l| self.mapping.sync_range(o, l)).map_err(DrainError),
+            #[cfg(feature = "sim")]
+            Kind::Sim(s) => {
+                s.on_drain(std::panic::Location::caller());
+                Ok(())
+            }
+        }
+    }
+
+    /// `flush` then `drain`.
+    #[inline]
+    #[track_caller]
+    pub fn persist(&self, off: u64, len: usize) -> Result<(), DrainError> {
+        self.flush(off, len);
+        self.drain()
+    }
+
+    /// `copy_nodrain` then `drain`.
+    #[inline]
+    #[track_caller]
+    pub fn copy_persist(&self, off: u64, src: &[u8]) -> Result<(), DrainError> {
+        self.copy_nodrain(off, src);
+        self.drain()
+    }
+}
