@@ -65,7 +65,9 @@ impl std::str::FromStr for Persistence {
             "volatile" => Persistence::Force(Backend::Volatile),
             "sim" => Persistence::Force(Backend::Sim),
             _ => {
-                return Err(format!("unknown persistence backend '{s}' (expected auto, pmem, eadr, msync or volatile)"));
+                return Err(format!(
+                    "unknown persistence backend '{s}' (expected auto, pmem, eadr, msync or volatile)"
+                ));
             }
         })
     }
