@@ -146,14 +146,8 @@ fn a_switched_off_site_stops_persisting() {
     workload(&r);
     let persisted = r.simulator().unwrap().persisted_image();
     assert_eq!(persisted[1024], 9);
-    let flush_site = r
-        .simulator()
-        .unwrap()
-        .sites()
-        .into_iter()
-        .find(|(s, _)| s.kind == SiteKind::Flush)
-        .map(|(s, _)| s)
-        .unwrap();
+    let flush_site =
+        r.simulator().unwrap().sites().into_iter().find(|(s, _)| s.kind == SiteKind::Flush).map(|(s, _)| s).unwrap();
     assert!(flush_site.file.ends_with("sim.rs"));
 
     let mut cfg = SimConfig::default();
