@@ -30,7 +30,7 @@ fn check_one(r: &Region, src: &[u8], dst: u64, what: &str) {
     r.copy_nodrain(dst, src);
     // msync's drain is a system call: drain at a sample of the copies there
     // (the copy itself is what is checked; drain only adds durability).
-    if r.persist_info().backend != Backend::Msync || len % 512 == 0 {
+    if r.persist_info().backend != Backend::Msync || len.is_multiple_of(512) {
         r.drain().unwrap();
     }
     let got = r.bytes(dst - GUARD as u64, len + 2 * GUARD);
