@@ -2,25 +2,37 @@
 //! that loom can stand in for std under `--cfg loom`.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::Mutex;
-#[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
-
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A mutex with the shape of loom's (`lock()` returns a guard, poisoning
-/// is treated as impossible: no code holding it panics).
-#[cfg(not(loom))]
+/// A mutex whose `lock` returns the guard (no poisoning: code holding it
+/// does not panic, and parking_lot does not poison).
 #[derive(Debug, Default)]
-pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+pub(crate) struct Mutex<T> {
+    #[cfg(not(loom))]
+    inner: parking_lot::Mutex<T>,
+    #[cfg(loom)]
+    inner: loom::sync::Mutex<T>,
+}
 
-#[cfg(not(loom))]
 impl<T> Mutex<T> {
     pub(crate) fn new(v: T) -> Self {
-        Mutex(parking_lot::Mutex::new(v))
+        Mutex {
+            #[cfg(not(loom))]
+            inner: parking_lot::Mutex::new(v),
+            #[cfg(loom)]
+            inner: loom::sync::Mutex::new(v),
+        }
     }
-    pub(crate) fn lock(&self) -> Result<parking_lot::MutexGuard<'_, T>, std::convert::Infallible> {
-        Ok(self.0.lock())
+
+    #[cfg(not(loom))]
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+        self.inner.lock()
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

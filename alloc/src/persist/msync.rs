@@ -43,7 +43,7 @@ impl DirtyPages {
     /// adjacent pages. On failure the pages not yet synced are marked again
     /// and the error returned.
     pub(crate) fn drain(&self, mut sync: impl FnMut(usize, usize) -> io::Result<()>) -> io::Result<()> {
-        let _held = self.sync_lock.lock().unwrap_or_else(|e| match e {});
+        let _held = self.sync_lock.lock();
         let page = 1usize << self.page_shift;
         let mut claimed: Vec<(usize, u64)> = Vec::new();
         for (i, w) in self.bits.iter().enumerate() {
