@@ -81,7 +81,8 @@ pub fn run(args: &PersistArgs) -> (Vec<Row>, Vec<(String, bool)>) {
     for size in [4096usize, 1 << 20] {
         let slots = len / size as u64;
         let dst = |i: u64| (i % slots) * size as u64;
-        let cases: [(&str, Box<dyn FnMut(u64)>); 3] = [
+        type Case<'a> = (&'static str, Box<dyn FnMut(u64) + 'a>);
+        let cases: [Case; 3] = [
             ("memcpy", Box::new(|i| r.write(dst(i), &src[..size]))),
             (
                 "flushcache-copy",
