@@ -35,6 +35,7 @@
 //! ```
 
 mod error;
+mod heap;
 mod map;
 mod persist;
 mod region;
@@ -44,6 +45,10 @@ mod sync;
 pub mod sim;
 
 pub use error::{BoundsError, DrainError, OpenError};
+pub use heap::api::{ClassStats, Heap, HeapStats};
+pub use heap::cache::Guard;
+pub use heap::classes::{CLASS_SIZES, MAX_SMALL, PAGE};
+pub use heap::error::{AllocError, HeapError};
 pub use persist::backend::{
     Backend, CopyIsa, DEFAULT_MOVNT_THRESHOLD, FlushInstr, PersistInfo, PersistOptions, Persistence, available_flushes,
 };

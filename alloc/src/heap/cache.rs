@@ -1,0 +1,111 @@
+//! Per-thread caches and the epoch scheme that defers reuse.
+//!
+//! Each thread that uses a heap gets one `CacheCell`, found through a
+//! thread-local list and also registered with the heap (so that close,
+//! stats and a full heap can reach every cache). The owning thread locks
+//! its cell for each operation; nobody else does except at close, stats and
+//! exhaustion, so the lock is uncontended on the hot path.
+//!
+//! Epochs (after Fraser's epoch-based reclamation): a global epoch `E`; a
+//! pinned thread publishes the epoch it saw in its cell (SeqCst store, then
+//! re-reads `E`). `E` advances from `e` to `e+1` only when every pinned
+//! cell shows `e`. A block retired at epoch `r` (read after it was made
+//! unreachable) is reused only once `E >= r + 2`: a reader that could
+//! still hold it pinned at some `p <= r`, and `E` cannot pass `p + 1`
+//! while it stays pinned.
+
+use crate::sync::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    /// Free blocks (region offsets) per class.
+    pub bins: Vec<Vec<u64>>,
+    /// Retired blocks: (epoch at retire, region offset), oldest first.
+    pub retired: VecDeque<(u64, u64)>,
+    /// Bytes of retired blocks.
+    pub retired_bytes: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct CacheCell {
+    pub cache: parking_lot::Mutex<Cache>,
+    /// Epoch this thread is pinned at, 0 when not pinned.
+    pub pin: AtomicU64,
+    nest: AtomicU32,
+}
+
+impl CacheCell {
+    pub(crate) fn new(nclasses: usize) -> CacheCell {
+        CacheCell {
+            cache: parking_lot::Mutex::new(Cache { bins: vec![Vec::new(); nclasses], ..Cache::default() }),
+            pin: AtomicU64::new(0),
+            nest: AtomicU32::new(0),
+        }
+    }
+}
+
+/// The global epoch and its advance.
+#[derive(Debug)]
+pub(crate) struct Epoch {
+    pub global: AtomicU64,
+}
+
+impl Epoch {
+    pub(crate) fn new() -> Epoch {
+        Epoch { global: AtomicU64::new(2) }
+    }
+
+    pub(crate) fn pin(&self, cell: &Arc<CacheCell>) -> Guard {
+        if cell.nest.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+            loop {
+                let e = self.global.load(Ordering::SeqCst);
+                cell.pin.store(e, Ordering::SeqCst);
+                if self.global.load(Ordering::SeqCst) == e {
+                    break;
+                }
+            }
+        }
+        Guard { cell: cell.clone(), _not_send: PhantomData }
+    }
+
+    /// Advance the epoch if every pinned cell has seen the current one.
+    pub(crate) fn try_advance<'a>(&self, cells: impl Iterator<Item = &'a Arc<CacheCell>>) -> u64 {
+        let e = self.global.load(Ordering::SeqCst);
+        for c in cells {
+            let p = c.pin.load(Ordering::SeqCst);
+            if p != 0 && p != e {
+                return e;
+            }
+        }
+        match self.global.compare_exchange(e, e + 1, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => e + 1,
+            Err(now) => now,
+        }
+    }
+
+    /// Whether a block retired at `retired_at` may be reused now.
+    pub(crate) fn safe(&self, retired_at: u64) -> bool {
+        self.global.load(Ordering::SeqCst) >= retired_at + 2
+    }
+}
+
+/// A pinned section: while it lives, no block retired after it began is
+/// reused, so borrowed pool data stays valid. Not `Send`: it unpins the
+/// thread that pinned.
+#[derive(Debug)]
+pub struct Guard {
+    cell: Arc<CacheCell>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.cell.nest.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+            self.cell.pin.store(0, Ordering::Release);
+        }
+    }
+}
