@@ -46,6 +46,9 @@ pub const MIN_RECORD: u64 = 40;
 /// Version of this format, in the slots.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Bound on start sequence numbers and positions, far beyond any log's
+/// life, so that arithmetic on values read from media cannot overflow.
+const MAX_START: u64 = 1 << 62;
 const LOG_MAGIC: u64 = u64::from_le_bytes(*b"DAXKVLOG");
 const REC_MAGIC: u32 = u32::from_le_bytes(*b"DXLE");
 pub(crate) const KIND_ENTRY: u16 = 1;
@@ -97,9 +100,15 @@ pub enum SlotFault {
         /// The area length given to open.
         expected: u64,
     },
-    /// Sequence number 0, which no entry has.
-    #[error("start sequence number 0")]
-    BadStart,
+    /// A start sequence number of 0 (which no entry has) or a start
+    /// sequence number or position of 2^62 or more (which no log reaches).
+    #[error("impossible start: sequence number {seq}, position {pos}")]
+    BadStart {
+        /// The start sequence number found.
+        seq: u64,
+        /// The start position found.
+        pos: u64,
+    },
 }
 
 /// The durable checkpoint: entries before `start_seq` are applied and their
@@ -145,8 +154,8 @@ impl Checkpoint {
             return Err(SlotFault::WrongLength { found: area_len, expected: expected_len });
         }
         let cp = Checkpoint { counter: u64_at(b, 24), start_seq: u64_at(b, 32), start_pos: u64_at(b, 40), area_len };
-        if cp.start_seq == 0 {
-            return Err(SlotFault::BadStart);
+        if cp.start_seq == 0 || cp.start_seq >= MAX_START || cp.start_pos >= MAX_START {
+            return Err(SlotFault::BadStart { seq: cp.start_seq, pos: cp.start_pos });
         }
         Ok(cp)
     }
