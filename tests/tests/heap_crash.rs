@@ -45,12 +45,11 @@ struct Stats {
 fn check_image(r: &Arc<Region>, img: &[u8], o: &Oracle) {
     r.write(0, img);
     let slots: Vec<u64> = (0..SLOTS).map(|i| r.read_u64(i * 8)).collect();
-    for i in 0..SLOTS as usize {
+    for (i, &s) in slots.iter().enumerate() {
         assert!(
-            slots[i] == o.before[i] || slots[i] == o.after[i],
-            "op {}: slot {i} = {} is neither the value before ({}) nor after ({}) the op",
+            s == o.before[i] || s == o.after[i],
+            "op {}: slot {i} = {s} is neither the value before ({}) nor after ({}) the op",
             o.op,
-            slots[i],
             o.before[i],
             o.after[i]
         );
@@ -61,7 +60,7 @@ fn check_image(r: &Arc<Region>, img: &[u8], o: &Oracle) {
     for &off in &reachable {
         let len = r.read_u64(off);
         let seed = r.read_u64(off + 8);
-        assert!(len >= 16 && len < 64 * 1024, "op {}: block {off} has a torn header (len {len})", o.op);
+        assert!((16..64 * 1024).contains(&len), "op {}: block {off} has a torn header (len {len})", o.op);
         assert_eq!(r.bytes(off, len as usize), &payload(len, seed)[..], "op {}: block {off} torn", o.op);
         ranges.push((off, len));
     }
