@@ -2,6 +2,7 @@
 //! table, or with `--json` one JSON object per measurement per line.
 #![forbid(unsafe_code)]
 
+mod alloc;
 mod persist;
 mod report;
 
@@ -21,6 +22,15 @@ struct Cli {
 enum Cmd {
     /// Flush, fence and copy costs of this machine: the floor of durability.
     Persist(persist::PersistArgs),
+    /// The persistent allocator: alloc+free pairs per second, space overhead.
+    Alloc(alloc::AllocArgs),
+}
+
+fn finish(rows: Vec<report::Row>, checks: Vec<(String, bool)>, json: bool) {
+    report::print(&rows, json);
+    for (line, ok) in checks {
+        eprintln!("{} {line}", if ok { "ok:  " } else { "BELOW TARGET:" });
+    }
 }
 
 fn main() {
@@ -28,10 +38,11 @@ fn main() {
     match cli.cmd {
         Cmd::Persist(a) => {
             let (rows, checks) = persist::run(&a);
-            report::print(&rows, cli.json);
-            for (line, ok) in checks {
-                eprintln!("{} {line}", if ok { "ok:  " } else { "BELOW TARGET:" });
-            }
+            finish(rows, checks, cli.json);
+        }
+        Cmd::Alloc(a) => {
+            let (rows, checks) = alloc::run(&a);
+            finish(rows, checks, cli.json);
         }
     }
 }

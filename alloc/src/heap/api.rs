@@ -343,23 +343,27 @@ impl Heap {
     }
 
     /// Run `f` with this thread's cache cell (registering one on first use).
+    /// The thread-local list stays borrowed (shared) while `f` runs.
+    #[inline]
     fn with_cell<R>(&self, f: impl FnOnce(&Arc<CacheCell>) -> R) -> R {
         let id = self.sh.id;
-        let found = TLS.with(|t| t.borrow().iter().find(|e| e.id == id).map(|e| e.cell.clone()));
-        let cell = match found {
-            Some(c) => c,
-            None => {
-                let cell = Arc::new(CacheCell::new(NCLASSES));
-                self.sh.cells.lock().push(cell.clone());
-                TLS.with(|t| {
-                    let mut t = t.borrow_mut();
-                    t.retain(|e| e.owner.strong_count() > 0);
-                    t.push(TlsEntry { id, cell: cell.clone(), owner: Arc::downgrade(&self.sh) });
-                });
-                cell
+        TLS.with(|t| {
+            let mut f = Some(f);
+            {
+                let list = t.borrow();
+                if let Some(e) = list.iter().find(|e| e.id == id) {
+                    return (f.take().expect("called once"))(&e.cell);
+                }
             }
-        };
-        f(&cell)
+            let cell = Arc::new(CacheCell::new(NCLASSES));
+            self.sh.cells.lock().push(cell.clone());
+            {
+                let mut list = t.borrow_mut();
+                list.retain(|e| e.owner.strong_count() > 0);
+                list.push(TlsEntry { id, cell: cell.clone(), owner: Arc::downgrade(&self.sh) });
+            }
+            (f.take().expect("called once"))(&cell)
+        })
     }
 
     /// Allocate `size` bytes; returns the block's region offset. The block's
