@@ -16,7 +16,7 @@
 //! closures, which lets the loom model in `tests/loom.rs` check the
 //! protocol with a fake drain.
 
-use crate::sync::{AtomicU64, Condvar, Mutex, Ordering, lock, wait};
+use crate::sync::{AtomicU64, Condvar, FOLLOWER_SPINS, Mutex, Ordering, lock, spin_loop, wait};
 
 #[derive(Debug)]
 struct State {
@@ -30,6 +30,8 @@ struct State {
 pub struct GroupCommit {
     /// Mirror of `State::durable` for the lock-free fast path.
     durable: AtomicU64,
+    /// Drains finished (successful or not): followers spin on it.
+    finished: AtomicU64,
     state: Mutex<State>,
     done: Condvar,
 }
@@ -39,6 +41,7 @@ impl GroupCommit {
     pub fn new(durable: u64) -> GroupCommit {
         GroupCommit {
             durable: AtomicU64::new(durable),
+            finished: AtomicU64::new(0),
             state: Mutex::new(State { durable, draining: false }),
             done: Condvar::new(),
         }
@@ -72,7 +75,19 @@ impl GroupCommit {
                 return Ok(drains);
             }
             if st.draining {
-                st = wait(&self.done, st);
+                // Spin a little for the drain to end before sleeping.
+                let finished = self.finished.load(Ordering::Acquire);
+                drop(st);
+                for _ in 0..FOLLOWER_SPINS {
+                    if self.finished.load(Ordering::Acquire) != finished {
+                        break;
+                    }
+                    spin_loop();
+                }
+                st = lock(&self.state);
+                if st.draining && self.finished.load(Ordering::Acquire) == finished {
+                    st = wait(&self.done, st);
+                }
                 continue;
             }
             st.draining = true;
@@ -84,6 +99,7 @@ impl GroupCommit {
             drains += 1;
             st = lock(&self.state);
             st.draining = false;
+            self.finished.fetch_add(1, Ordering::Release);
             if r.is_ok() && target > st.durable {
                 st.durable = target;
                 self.durable.store(target, Ordering::Release);

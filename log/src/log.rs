@@ -88,6 +88,10 @@ pub struct Log {
     /// Highest sequence number whose record is written (copied, not yet
     /// necessarily drained). Stored under `tail`, after the copy.
     appended: AtomicU64,
+    /// Appenders between entering `append` and publishing `appended` (not
+    /// counting those waiting for space). A leader about to drain waits a
+    /// moment for them, so that their entries ride on its drain.
+    appending: AtomicU64,
     group: GroupCommit,
     counters: Counters,
 }
@@ -190,6 +194,7 @@ impl Log {
             tail: Mutex::new(tail),
             space: Condvar::new(),
             appended: AtomicU64::new(next_seq - 1),
+            appending: AtomicU64::new(0),
             group: GroupCommit::new(next_seq - 1),
             counters: Counters::default(),
         }
@@ -239,6 +244,7 @@ impl Log {
             return Err(LogError::TooLarge { size: len, capacity: self.geo.cap });
         }
         // Encode and checksum the body before taking the lock.
+        let _in_flight = InFlight::enter(&self.appending);
         let mut rec = format::encode_entry(ops, len);
         let mut t = lock(&self.tail);
         let wrap = loop {
@@ -259,7 +265,9 @@ impl Log {
                 Place::Full { free } if !wait_for_space => return Err(LogError::Full { size: len, free }),
                 Place::Full { .. } => {
                     self.counters.space_waits.fetch_add(1, Ordering::Relaxed);
+                    self.appending.fetch_sub(1, Ordering::Release);
                     t = wait(&self.space, t);
+                    self.appending.fetch_add(1, Ordering::Relaxed);
                 }
             }
         };
@@ -329,7 +337,7 @@ impl Log {
         // The drain is the region's fence; the appenders' copies were issued
         // before they released the tail lock, which happens-before our read
         // of `appended`.
-        let r = self.group.commit(seq, || self.appended.load(Ordering::Acquire), || self.region.drain());
+        let r = self.group.commit(seq, || self.written(), || self.region.drain());
         let drains = match &r {
             Ok(n) => u64::from(*n),
             Err(_) => 1,
@@ -337,6 +345,21 @@ impl Log {
         self.counters.commit_drains.fetch_add(drains, Ordering::Relaxed);
         self.counters.drains.fetch_add(drains, Ordering::Relaxed);
         r.map(drop).map_err(LogError::from)
+    }
+
+    /// What a leader's drain will cover: `appended`, after waiting a few
+    /// hundred nanoseconds at most for appends in progress to finish. The
+    /// wait costs a single committer nothing (it is not appending) and
+    /// lets concurrent committers share drains even when a drain is as
+    /// quick as an append.
+    fn written(&self) -> u64 {
+        for _ in 0..LEADER_SPINS {
+            if self.appending.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.appended.load(Ordering::Acquire)
     }
 
     /// Same as [`commit`](Log::commit).
@@ -432,6 +455,25 @@ impl Log {
             space_waits: get(&c.space_waits),
             checkpoints: get(&c.checkpoints),
         }
+    }
+}
+
+/// Most spins of a leader waiting for appends in progress.
+const LEADER_SPINS: u32 = 128;
+
+/// Counts an appender in `Log::appending` while alive.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicU64) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
     }
 }
 

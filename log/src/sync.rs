@@ -7,8 +7,21 @@ pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 
+#[cfg(loom)]
+pub(crate) use loom::hint::spin_loop;
+/// Spins of a committer waiting for a leader's drain before it sleeps
+/// (one under loom, to keep the model small while covering the path).
+#[cfg(loom)]
+pub(crate) const FOLLOWER_SPINS: u32 = 1;
+
+#[cfg(not(loom))]
+pub(crate) use std::hint::spin_loop;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+/// Spins of a committer waiting for a leader's drain before it sleeps: a
+/// drain takes a few hundred nanoseconds, a sleep and wake-up microseconds.
+#[cfg(not(loom))]
+pub(crate) const FOLLOWER_SPINS: u32 = 256;
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
