@@ -36,6 +36,13 @@
 //!
 //! The on-media layout is drawn in the `format` module's source.
 //!
+//! Group commit relies on one property of the persistence layer: a drain
+//! makes durable what other threads copied or flushed before it, when
+//! their copies happen-before the drain (here through the log's lock). The
+//! simulator models exactly that. On x86 an appender publishes its entry
+//! with a locked read-modify-write, which orders its earlier CLWB and
+//! non-temporal stores before it, and the leader drains after seeing it.
+//!
 //! ```
 //! use daxkv_alloc::{PersistOptions, Region};
 //! use daxkv_log::Log;

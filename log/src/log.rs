@@ -304,7 +304,11 @@ impl Log {
         t.live.push_back((seq, pos));
         t.pos += len;
         t.next_seq += 1;
-        self.appended.store(seq, Ordering::Release);
+        // A read-modify-write, not a plain store: on x86 a locked
+        // instruction orders this thread's CLWBs and non-temporal stores
+        // before it, so a leader on another core that sees `seq` and drains
+        // finds them complete.
+        self.appended.swap(seq, Ordering::AcqRel);
         drop(t);
         self.counters.appends.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -275,3 +275,160 @@ fn crash_at_every_drain() {
     assert_eq!(rep.0, stats.drains - create_drains, "a crash point at every drain");
     assert!(rep.2 > 100 && rep.3 > 100, "second lives ran");
 }
+
+/// The checkpoint is never durable before the applied state it declares:
+/// the owner writes its state (flushed, not drained) and checkpoints; in
+/// every crash image where recovery starts after an entry, that entry's
+/// applied state is on media.
+#[test]
+fn checkpoint_never_precedes_applied_state() {
+    const STATE: u64 = 64; // the owner's "applied state": one word per entry
+    let region = Arc::new(Region::sim(&vec![0u8; IMAGE], SimConfig::default()));
+    let log = Log::create(region.clone(), BASE, LEN).unwrap();
+    let failure = Arc::new(Mutex::new(None::<String>));
+    let images = Arc::new(Mutex::new(0u64));
+    {
+        let (failure, images) = (failure.clone(), images.clone());
+        region.simulator().unwrap().set_hook(move |cp: &CrashPoint| {
+            cp.for_each_image(|img, desc| {
+                *lock(&images) += 1;
+                let r = Region::sim(img, SimConfig::default());
+                let applied = Log::scan(&r, BASE, LEN).unwrap().applied_through();
+                for seq in 1..=applied {
+                    if r.read_u64(STATE + 8 * (seq - 1)) != seq {
+                        *lock(&failure) =
+                            Some(format!("image {desc}: checkpoint {applied} durable, state of {seq} not"));
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            });
+        });
+    }
+    for seq in 1..=40u64 {
+        assert_eq!(log.append_commit(&[seq.to_le_bytes()]).unwrap(), seq);
+        region.write_u64(STATE + 8 * (seq - 1), seq);
+        region.flush(STATE + 8 * (seq - 1), 8);
+        if seq % 3 == 0 {
+            log.checkpoint(seq).unwrap();
+        }
+        if let Some(e) = lock(&failure).take() {
+            panic!("{e}");
+        }
+    }
+    assert!(*lock(&images) > 100);
+}
+
+/// What two committing threads have done, as the hook sees it.
+#[derive(Default, Clone)]
+struct SharedModel {
+    /// Tags of entries about to be appended or appended.
+    registered: std::collections::BTreeSet<(u8, u32)>,
+    /// Sequence number → tag, for entries whose commit returned.
+    acked: BTreeMap<u64, (u8, u32)>,
+    ckpt_done: u64,
+    ckpt_pending: std::collections::BTreeSet<u64>,
+}
+
+/// The operations of entry `i` of thread `t`: recognisable whole.
+fn tagged_ops(t: u8, i: u32) -> Ops {
+    let mut ops = vec![[vec![t], i.to_le_bytes().to_vec()].concat()];
+    let n = (i as usize * 7 + t as usize) % 4;
+    for k in 0..n {
+        ops.push(vec![t ^ k as u8 ^ i as u8; (i as usize * 13 + k * 29) % 150]);
+    }
+    ops
+}
+
+fn check_shared(img: &[u8], m: &SharedModel) -> Result<(), String> {
+    let r = Region::sim(img, SimConfig::default());
+    let rec = Log::scan(&r, BASE, LEN).map_err(|e| e.to_string())?;
+    let applied = rec.applied_through();
+    if applied != m.ckpt_done && !m.ckpt_pending.contains(&applied) {
+        return Err(format!("applied through {applied}: checkpoints {} / {:?}", m.ckpt_done, m.ckpt_pending));
+    }
+    let got: Vec<_> = rec.collect();
+    let mut tags = std::collections::BTreeSet::new();
+    for (i, e) in got.iter().enumerate() {
+        if e.seq != applied + 1 + i as u64 {
+            return Err(format!("seq gap at {}", e.seq));
+        }
+        let tag = e.ops.first().filter(|o| o.len() == 5).map(|o| (o[0], u32::from_le_bytes([o[1], o[2], o[3], o[4]])));
+        let Some(tag) = tag.filter(|t| m.registered.contains(t)) else {
+            return Err(format!("entry {} is no appended entry", e.seq));
+        };
+        if e.ops != tagged_ops(tag.0, tag.1) || !tags.insert(tag) {
+            return Err(format!("entry {} recovered in part or twice", e.seq));
+        }
+        if m.acked.get(&e.seq).is_some_and(|&t| t != tag) {
+            return Err(format!("entry {} holds another entry's operations", e.seq));
+        }
+    }
+    let last = applied + got.len() as u64;
+    if let Some((&seq, _)) = m.acked.range(last + 1..).next() {
+        return Err(format!("acknowledged entry {seq} lost (recovered through {last})"));
+    }
+    Ok(())
+}
+
+/// Two threads commit at once (so drains are shared) and checkpoint when
+/// the log is full; crash at every drain, check every image.
+#[test]
+fn crash_with_concurrent_committers() {
+    let region = Arc::new(Region::sim(&vec![0u8; IMAGE], SimConfig::default()));
+    let log = Log::create(region.clone(), BASE, LEN).unwrap();
+    let model = Arc::new(Mutex::new(SharedModel::default()));
+    let failure = Arc::new(Mutex::new(None::<String>));
+    {
+        let (model, failure) = (model.clone(), failure.clone());
+        region.simulator().unwrap().set_hook(move |cp: &CrashPoint| {
+            let m = lock(&model).clone();
+            let mut f = lock(&failure);
+            if f.is_some() {
+                return;
+            }
+            cp.for_each_image(|img, desc| match check_shared(img, &m) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    *f = Some(format!("crash point {} image {desc}: {e}", cp.index));
+                    ControlFlow::Break(())
+                }
+            });
+        });
+    }
+    std::thread::scope(|s| {
+        for t in 0..2u8 {
+            let (log, model) = (&log, &model);
+            s.spawn(move || {
+                for i in 0..120u32 {
+                    let ops = tagged_ops(t, i);
+                    lock(model).registered.insert((t, i));
+                    let seq = loop {
+                        match log.try_append(&ops) {
+                            Ok(seq) => break seq,
+                            Err(LogError::Full { .. }) => {
+                                let d = log.durable_seq();
+                                lock(model).ckpt_pending.insert(d);
+                                log.checkpoint(d).unwrap();
+                                let mut m = lock(model);
+                                m.ckpt_done = m.ckpt_done.max(d);
+                                m.ckpt_pending.remove(&d);
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    };
+                    log.commit(seq).unwrap();
+                    lock(model).acked.insert(seq, (t, i));
+                }
+            });
+        }
+    });
+    region.simulator().unwrap().clear_hook();
+    if let Some(e) = lock(&failure).take() {
+        panic!("{e}");
+    }
+    let st = log.stats();
+    eprintln!("{st:?}");
+    assert_eq!(st.appends, 240);
+    assert!(st.bytes > 5 * log.capacity() && st.checkpoints > 5, "{st:?}");
+}
