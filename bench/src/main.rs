@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod alloc;
+mod log;
 mod persist;
 mod report;
 
@@ -24,6 +25,8 @@ enum Cmd {
     Persist(persist::PersistArgs),
     /// The persistent allocator: alloc+free pairs per second, space overhead.
     Alloc(alloc::AllocArgs),
+    /// The redo log: commits per second and drains per commit.
+    Log(log::LogArgs),
 }
 
 fn finish(rows: Vec<report::Row>, checks: Vec<(String, bool)>, json: bool) {
@@ -38,6 +41,22 @@ fn main() {
     match cli.cmd {
         Cmd::Persist(a) => {
             let (rows, checks) = persist::run(&a);
+            finish(rows, checks, cli.json);
+        }
+        Cmd::Log(a) => {
+            let rows: Vec<report::Row> = log::run(&a).into_iter().filter_map(|v| v.as_object().cloned()).collect();
+            let mut checks = Vec::new();
+            for r in &rows {
+                if r.get("threads").and_then(|t| t.as_u64()) == Some(2) {
+                    let d = r.get("drains_per_commit").and_then(|d| d.as_f64()).unwrap_or(f64::NAN);
+                    let what = format!(
+                        "2 threads, {} {}: {d:.2} drains per commit (target < 1)",
+                        r.get("backend").and_then(|b| b.as_str()).unwrap_or("?"),
+                        r.get("case").and_then(|b| b.as_str()).unwrap_or("?")
+                    );
+                    checks.push((what, d < 1.0));
+                }
+            }
             finish(rows, checks, cli.json);
         }
         Cmd::Alloc(a) => {

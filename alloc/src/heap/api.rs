@@ -411,7 +411,7 @@ impl Heap {
         let size = self.sh.block_size(off).ok_or(AllocError::InvalidFree { offset: off, why: "not a block" })?;
         self.with_cell(|cell| {
             let mut cache = cell.cache.lock();
-            let e = self.sh.epoch.global.load(Ordering::SeqCst);
+            let e = self.sh.epoch.retire_stamp();
             cache.retired.push_back((e, off));
             cache.retired_bytes += size;
             if cache.retired.len() >= 64 {

@@ -15,6 +15,7 @@
 //! while it stays pinned.
 
 use crate::sync::{AtomicU64, Ordering};
+use std::sync::atomic::fence;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -64,6 +65,8 @@ impl Epoch {
             loop {
                 let e = self.global.load(Ordering::SeqCst);
                 cell.pin.store(e, Ordering::SeqCst);
+                // Order the pin before every later load of pool data.
+                fence(Ordering::SeqCst);
                 if self.global.load(Ordering::SeqCst) == e {
                     break;
                 }
@@ -74,6 +77,7 @@ impl Epoch {
 
     /// Advance the epoch if every pinned cell has seen the current one.
     pub(crate) fn try_advance<'a>(&self, cells: impl Iterator<Item = &'a Arc<CacheCell>>) -> u64 {
+        fence(Ordering::SeqCst);
         let e = self.global.load(Ordering::SeqCst);
         for c in cells {
             let p = c.pin.load(Ordering::SeqCst);
@@ -85,6 +89,14 @@ impl Epoch {
             Ok(_) => e + 1,
             Err(now) => now,
         }
+    }
+
+    /// The epoch to stamp a block retired now with. The fence orders the
+    /// caller's unpublishing store before the read, so a reader that could
+    /// still see the block pinned at an epoch no later than the one read.
+    pub(crate) fn retire_stamp(&self) -> u64 {
+        fence(Ordering::SeqCst);
+        self.global.load(Ordering::SeqCst)
     }
 
     /// Whether a block retired at `retired_at` may be reused now.
