@@ -1,9 +1,52 @@
 //! # daxkv
 //!
-//! A persistent key-value store on DAX memory: pool format, B-tree index,
-//! the embedded `Store` API and recovery, over `daxkv-log` and
-//! `daxkv-alloc`. (Under construction: today it re-exports the persistence
-//! layer it is built on.)
+//! A persistent key-value store for byte-addressable persistent memory. One
+//! pool file is one store: an ordered B+-tree of byte keys (1 B .. 16 KiB)
+//! and values (0 .. 64 MiB) whose leaves and records live in the pool, over
+//! a redo log (`daxkv-log`) and a persistent allocator and flush layer
+//! (`daxkv-alloc`). Every write that returns `Ok` is durable under the
+//! pool's persistence backend (see [`Persistence`]).
+//!
+//! ```
+//! use daxkv::{Options, Store};
+//! let dir = std::env::temp_dir().join(format!("daxkv-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("example.pool");
+//! let opts = Options::new().pool_size(16 << 20).create_if_missing(true);
+//! let store = Store::open(&path, &opts).unwrap();
+//! store.put(b"apple", b"red").unwrap();
+//! store.put(b"banana", b"yellow").unwrap();
+//! assert_eq!(store.get(b"apple").unwrap().as_deref(), Some(&b"red"[..]));
+//! let keys: Vec<Vec<u8>> = store.iter().map(|kv| kv.unwrap().0).collect();
+//! assert_eq!(keys, vec![b"apple".to_vec(), b"banana".to_vec()]);
+//! store.transaction(|tx| {
+//!     let v = tx.get(b"apple")?.unwrap_or_default();
+//!     tx.put(b"cherry", &v)?;
+//!     tx.delete(b"banana")?;
+//!     Ok(())
+//! }).unwrap();
+//! store.close().unwrap();
+//! let store = Store::open(&path, &opts).unwrap();
+//! assert!(store.stats().opened_clean);
+//! assert_eq!(store.len(), 2);
+//! # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+//! ```
 #![forbid(unsafe_code)]
 
+mod check;
+mod error;
+mod format;
+mod index;
+mod iter;
+mod leaf;
+mod options;
+mod recovery;
+mod store;
+mod tx;
+
 pub use daxkv_alloc::{Backend, OpenError, PersistInfo, PersistOptions, Persistence, Region, RegionOptions};
+pub use error::{Error, PoolError, Result};
+pub use iter::Iter;
+pub use options::Options;
+pub use store::{CheckReport, MAX_KEY, MAX_VALUE, MIN_POOL, Stats, Store, ValueRef};
+pub use tx::Tx;

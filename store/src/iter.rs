@@ -1,0 +1,191 @@
+//! Ordered iteration over a range, forward or reverse.
+//!
+//! The iterator reads one leaf at a time, optimistically: it copies the
+//! leaf's keys and values, then checks that neither the leaf nor the index
+//! changed meanwhile, and retries the leaf otherwise. Between leaves it
+//! moves by separator keys, so it sees each key at most once and in order;
+//! keys written concurrently may or may not be seen.
+
+use crate::error::Result;
+use crate::leaf;
+use crate::store::Store;
+use std::collections::VecDeque;
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// An iterator over `(key, value)` pairs in key order (or reverse).
+pub struct Iter<'a> {
+    store: &'a Store,
+    fwd: bool,
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    cursor: Option<Arc<[u8]>>,
+    last: Option<Vec<u8>>,
+    buf: VecDeque<(Vec<u8>, Vec<u8>)>,
+    done: bool,
+}
+
+fn above(lo: &Bound<Vec<u8>>, k: &[u8]) -> bool {
+    match lo {
+        Bound::Unbounded => true,
+        Bound::Included(l) => k >= l.as_slice(),
+        Bound::Excluded(l) => k > l.as_slice(),
+    }
+}
+
+fn below(hi: &Bound<Vec<u8>>, k: &[u8]) -> bool {
+    match hi {
+        Bound::Unbounded => true,
+        Bound::Included(h) => k <= h.as_slice(),
+        Bound::Excluded(h) => k < h.as_slice(),
+    }
+}
+
+/// The smallest key greater than every key starting with `p`, if any.
+pub(crate) fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
+    let mut e = p.to_vec();
+    while let Some(&last) = e.last() {
+        if last == 0xff {
+            e.pop();
+        } else {
+            *e.last_mut().expect("non-empty") += 1;
+            return Some(e);
+        }
+    }
+    None
+}
+
+impl<'a> Iter<'a> {
+    pub(crate) fn new(store: &'a Store, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, fwd: bool) -> Iter<'a> {
+        let done = store.live().is_err();
+        Iter { store, fwd, lo, hi, cursor: None, last: None, buf: VecDeque::new(), done }
+    }
+
+    fn fill(&mut self) {
+        let s = self.store;
+        let r = &*s.region;
+        let _pin = s.heap.pin();
+        loop {
+            let snap = s.index.load();
+            let (sep, leaf) = match (&self.cursor, self.fwd) {
+                (None, true) => match &self.lo {
+                    Bound::Unbounded => snap.route(b""),
+                    Bound::Included(k) | Bound::Excluded(k) => snap.route(k),
+                },
+                (Some(c), true) => snap.route(c),
+                (None, false) => match &self.hi {
+                    Bound::Unbounded => snap.rightmost(),
+                    Bound::Included(k) | Bound::Excluded(k) => snap.route(k),
+                },
+                (Some(c), false) => match snap.before(c) {
+                    Some(x) => x,
+                    None => {
+                        self.done = true;
+                        return;
+                    }
+                },
+            };
+            let (sep, leaf) = (sep.clone(), leaf.clone());
+            let v = leaf.read_begin();
+            let bits = leaf::bitmap(r, leaf.off);
+            let mut got: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for i in leaf::live(bits) {
+                let rec = leaf::slot(r, leaf.off, i);
+                let k = leaf::record_key(r, rec);
+                let fresh = match (&self.last, self.fwd) {
+                    (None, _) => true,
+                    (Some(l), true) => k > l.as_slice(),
+                    (Some(l), false) => k < l.as_slice(),
+                };
+                if fresh && above(&self.lo, k) && below(&self.hi, k) {
+                    got.push((k.to_vec(), leaf::record_value(r, rec).to_vec()));
+                }
+            }
+            let next = if self.fwd { snap.after(&sep).map(|(k, _)| k.clone()) } else { None };
+            if !(leaf.validate(v) && s.index.is_current(&snap)) {
+                continue;
+            }
+            if self.fwd {
+                got.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                match next {
+                    Some(n) if below(&self.hi, &n) => self.cursor = Some(n),
+                    _ => self.done = true,
+                }
+            } else {
+                got.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+                if sep.is_empty() || !above(&self.lo, &sep) {
+                    self.done = true;
+                }
+                self.cursor = Some(sep);
+            }
+            if let Some(l) = got.last() {
+                self.last = Some(l.0.clone());
+            }
+            self.buf.extend(got);
+            if !self.buf.is_empty() || self.done {
+                return;
+            }
+        }
+    }
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.buf.is_empty() && !self.done {
+            self.fill();
+        }
+        self.buf.pop_front().map(Ok)
+    }
+}
+
+fn owned<K: AsRef<[u8]>>(b: Bound<&K>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl Store {
+    /// Every pair in key order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter::new(self, Bound::Unbounded, Bound::Unbounded, true)
+    }
+
+    /// Pairs with keys in `r`, in key order.
+    pub fn range<K: AsRef<[u8]>>(&self, r: impl std::ops::RangeBounds<K>) -> Iter<'_> {
+        Iter::new(self, owned(r.start_bound()), owned(r.end_bound()), true)
+    }
+
+    /// Pairs with keys in `r`, in reverse key order.
+    pub fn range_rev<K: AsRef<[u8]>>(&self, r: impl std::ops::RangeBounds<K>) -> Iter<'_> {
+        Iter::new(self, owned(r.start_bound()), owned(r.end_bound()), false)
+    }
+
+    /// Pairs whose key starts with `p`, in key order.
+    pub fn prefix(&self, p: &[u8]) -> Iter<'_> {
+        let hi = prefix_end(p).map_or(Bound::Unbounded, Bound::Excluded);
+        Iter::new(self, Bound::Included(p.to_vec()), hi, true)
+    }
+
+    /// Pairs whose key starts with `p`, in reverse key order.
+    pub fn prefix_rev(&self, p: &[u8]) -> Iter<'_> {
+        let hi = prefix_end(p).map_or(Bound::Unbounded, Bound::Excluded);
+        Iter::new(self, Bound::Included(p.to_vec()), hi, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

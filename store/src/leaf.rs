@@ -1,0 +1,164 @@
+//! Persistent leaves and records.
+//!
+//! A leaf (592 bytes, all little-endian u64 words, offsets in the leaf):
+//!
+//! ```text
+//!   0  bitmap: bit i set = slot i holds a live record   (the publish word)
+//!   8  next leaf (region offset, 0 = last)
+//!  16  fingerprints: 64 bytes, byte i = one-byte hash of slot i's key
+//!  80  slots: 64 × u64, region offsets of records
+//! ```
+//!
+//! Slots are unsorted. A record is `klen u32, vlen u32, key, value`,
+//! written whole and made durable before any slot points to it.
+
+use daxkv_alloc::Region;
+
+pub(crate) const SLOTS: usize = 64;
+pub(crate) const LEAF_BYTES: usize = 592;
+const BITMAP: u64 = 0;
+const NEXT: u64 = 8;
+const FP: u64 = 16;
+const SLOT: u64 = 80;
+pub(crate) const REC_HEADER: u64 = 8;
+
+/// One-byte hash of a key.
+#[inline]
+pub(crate) fn fingerprint(key: &[u8]) -> u8 {
+    (crc32c::crc32c(key) >> 24) as u8
+}
+
+#[inline]
+pub(crate) fn bitmap_off(leaf: u64) -> u64 {
+    leaf + BITMAP
+}
+
+#[inline]
+pub(crate) fn next_off(leaf: u64) -> u64 {
+    leaf + NEXT
+}
+
+#[inline]
+pub(crate) fn bitmap(r: &Region, leaf: u64) -> u64 {
+    r.load_u64(leaf + BITMAP)
+}
+
+#[inline]
+pub(crate) fn next(r: &Region, leaf: u64) -> u64 {
+    r.load_u64(leaf + NEXT)
+}
+
+#[inline]
+pub(crate) fn slot(r: &Region, leaf: u64, i: usize) -> u64 {
+    r.load_u64(leaf + SLOT + 8 * i as u64)
+}
+
+/// The eight fingerprint words.
+#[inline]
+pub(crate) fn fingerprints(r: &Region, leaf: u64) -> [u8; SLOTS] {
+    let mut out = [0u8; SLOTS];
+    for w in 0..8 {
+        out[w * 8..w * 8 + 8].copy_from_slice(&r.load_u64(leaf + FP + 8 * w as u64).to_le_bytes());
+    }
+    out
+}
+
+/// Point slot `i` at `rec` with fingerprint `fp` and flush both (no drain:
+/// the caller drains before publishing the bitmap).
+pub(crate) fn write_slot(r: &Region, leaf: u64, i: usize, rec: u64, fp: u8) {
+    let s = leaf + SLOT + 8 * i as u64;
+    r.store_u64(s, rec);
+    r.flush(s, 8);
+    let w = leaf + FP + 8 * (i as u64 / 8);
+    let mut bytes = r.load_u64(w).to_le_bytes();
+    bytes[i % 8] = fp;
+    r.store_u64(w, u64::from_le_bytes(bytes));
+    r.flush(w, 8);
+}
+
+/// Publish a new bitmap (one aligned 8-byte store) and flush it.
+pub(crate) fn publish_bitmap(r: &Region, leaf: u64, bits: u64) {
+    r.store_u64(leaf + BITMAP, bits);
+    r.flush(leaf + BITMAP, 8);
+}
+
+/// Publish a new next pointer and flush it.
+pub(crate) fn publish_next(r: &Region, leaf: u64, next: u64) {
+    r.store_u64(leaf + NEXT, next);
+    r.flush(leaf + NEXT, 8);
+}
+
+/// Write a whole new leaf (not yet reachable) with `entries` in slots
+/// 0.. and the bitmap covering them; durable after the caller's drain.
+pub(crate) fn init(r: &Region, leaf: u64, entries: &[(u64, u8)], next: u64) {
+    let mut b = vec![0u8; LEAF_BYTES];
+    let bits = if entries.len() == SLOTS { u64::MAX } else { (1u64 << entries.len()) - 1 };
+    b[0..8].copy_from_slice(&bits.to_le_bytes());
+    b[8..16].copy_from_slice(&next.to_le_bytes());
+    for (i, &(rec, fp)) in entries.iter().enumerate() {
+        b[FP as usize + i] = fp;
+        let s = SLOT as usize + 8 * i;
+        b[s..s + 8].copy_from_slice(&rec.to_le_bytes());
+    }
+    r.copy_nodrain(leaf, &b);
+}
+
+/// Record size for a key and value.
+pub(crate) fn record_len(key: &[u8], value: &[u8]) -> usize {
+    REC_HEADER as usize + key.len() + value.len()
+}
+
+/// Write a record at `rec` (allocated with `record_len`); durable after the
+/// caller's drain.
+pub(crate) fn write_record(r: &Region, rec: u64, key: &[u8], value: &[u8]) {
+    let mut head = Vec::with_capacity(REC_HEADER as usize + key.len() + value.len().min(4096));
+    head.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    head.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    head.extend_from_slice(key);
+    if value.len() <= 4096 {
+        head.extend_from_slice(value);
+        r.copy_nodrain(rec, &head);
+    } else {
+        r.copy_nodrain(rec, &head);
+        r.copy_nodrain(rec + head.len() as u64, value);
+    }
+}
+
+/// Key and value lengths of the record at `rec`, bounds-checked.
+#[inline]
+pub(crate) fn record_lens(r: &Region, rec: u64) -> Option<(usize, usize)> {
+    r.check(rec, REC_HEADER).ok()?;
+    let h = r.read_u64(rec);
+    let (k, v) = ((h & 0xffff_ffff) as usize, (h >> 32) as usize);
+    r.check(rec, REC_HEADER + k as u64 + v as u64).ok()?;
+    Some((k, v))
+}
+
+/// The record's key (borrowed from the pool).
+#[inline]
+pub(crate) fn record_key(r: &Region, rec: u64) -> &[u8] {
+    let (k, _) = record_lens(r, rec).unwrap_or((0, 0));
+    r.bytes(rec + REC_HEADER, k)
+}
+
+/// The record's value (borrowed from the pool).
+#[inline]
+pub(crate) fn record_value(r: &Region, rec: u64) -> &[u8] {
+    let (k, v) = record_lens(r, rec).unwrap_or((0, 0));
+    r.bytes(rec + REC_HEADER + k as u64, v)
+}
+
+/// Live slots of a bitmap, in slot order.
+#[inline]
+pub(crate) fn live(bits: u64) -> impl Iterator<Item = usize> {
+    let mut b = bits;
+    std::iter::from_fn(move || {
+        if b == 0 {
+            None
+        } else {
+            let i = b.trailing_zeros() as usize;
+            b &= b - 1;
+            Some(i)
+        }
+    })
+}

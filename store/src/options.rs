@@ -1,0 +1,67 @@
+//! [`Options`]: how a pool is created and opened.
+
+use daxkv_alloc::{PersistOptions, Persistence};
+
+/// Options for [`crate::Store::create`] and [`crate::Store::open`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) pool_size: u64,
+    pub(crate) persist: PersistOptions,
+    pub(crate) create_if_missing: bool,
+    pub(crate) log_size: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+impl Options {
+    /// Defaults: a 256 MiB pool, persistence chosen by probing (or by
+    /// `DAXKV_PERSISTENCE` and the other `DAXKV_*` overrides if set), no
+    /// creation on open, a log of 1/64 of the pool (256 KiB .. 64 MiB).
+    pub fn new() -> Options {
+        Options {
+            pool_size: 256 << 20,
+            persist: PersistOptions::from_env().unwrap_or_default(),
+            create_if_missing: false,
+            log_size: None,
+        }
+    }
+
+    /// Size of a pool to create, in bytes (at least 1 MiB).
+    pub fn pool_size(mut self, bytes: u64) -> Options {
+        self.pool_size = bytes;
+        self
+    }
+
+    /// The persistence backend, or `Persistence::Auto` to probe.
+    pub fn persistence(mut self, p: Persistence) -> Options {
+        self.persist.persistence = p;
+        self
+    }
+
+    /// All persistence-layer options (backend, flush and copy overrides).
+    pub fn persist_options(mut self, p: PersistOptions) -> Options {
+        self.persist = p;
+        self
+    }
+
+    /// Create the pool if the file does not exist (for `open`).
+    pub fn create_if_missing(mut self, yes: bool) -> Options {
+        self.create_if_missing = yes;
+        self
+    }
+
+    /// Size of the redo log area of a pool to create, in bytes.
+    pub fn log_size(mut self, bytes: u64) -> Options {
+        self.log_size = Some(bytes);
+        self
+    }
+
+    pub(crate) fn log_len(&self) -> u64 {
+        let l = self.log_size.unwrap_or((self.pool_size / 64).clamp(256 << 10, 64 << 20));
+        l.div_ceil(4096) * 4096
+    }
+}

@@ -1,0 +1,256 @@
+//! Opening an existing pool: the clean path (load the saved index and free
+//! space) and the crash path (replay the log, walk the leaves, rebuild the
+//! free space from what is reachable), and saving state at clean close.
+//!
+//! Log operations are absolute 8-byte writes, `(offset, value)`, so applying
+//! one twice gives the same state; the store keeps a leaf locked until the
+//! entry that changed it is checkpointed, so a replay never overwrites a
+//! later change.
+
+use crate::error::PoolError;
+use crate::format::{self, Superblock};
+use crate::index::{Index, LeafRef};
+use crate::leaf::{self, LEAF_BYTES};
+use crate::store::Store;
+use daxkv_alloc::{Heap, Region};
+use daxkv_log::Log;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+const OP_SET: u8 = 1;
+const SNAP_MAGIC: u64 = u64::from_le_bytes(*b"DAXKVIX1");
+
+/// Encode "store `value` at `off`".
+pub(crate) fn encode_set(off: u64, value: u64) -> [u8; 17] {
+    let mut b = [0u8; 17];
+    b[0] = OP_SET;
+    b[1..9].copy_from_slice(&off.to_le_bytes());
+    b[9..17].copy_from_slice(&value.to_le_bytes());
+    b
+}
+
+fn decode_set(b: &[u8]) -> Option<(u64, u64)> {
+    if b.len() != 17 || b[0] != OP_SET {
+        return None;
+    }
+    Some((u64::from_le_bytes(b[1..9].try_into().ok()?), u64::from_le_bytes(b[9..17].try_into().ok()?)))
+}
+
+fn corrupt(offset: u64, why: impl Into<String>) -> PoolError {
+    PoolError::Corrupt { offset, why: why.into() }
+}
+
+/// Open a mapped pool.
+pub(crate) fn open(region: Arc<Region>, path: &Path) -> Result<Store, PoolError> {
+    let (mut sb, damaged) = format::read(&region, path)?;
+    if let Some(copy) = damaged {
+        log::warn!("{}: superblock copy {copy} is damaged; using the other and rewriting it", path.display());
+    }
+    let (log, recovered) = Log::open(region.clone(), sb.log_off, sb.log_len)?;
+    let entries: Vec<daxkv_log::Entry> = recovered.collect();
+    let log = if sb.clean && entries.is_empty() {
+        match open_clean(&region, &mut sb, path, log)? {
+            Ok(store) => return Ok(store),
+            Err(log) => log,
+        }
+    } else {
+        log
+    };
+    // Crash path.
+    let mut last = None;
+    for e in &entries {
+        for op in &e.ops {
+            let (off, v) = decode_set(op).ok_or_else(|| corrupt(e.offset, "unknown log operation"))?;
+            if !off.is_multiple_of(8) || off < sb.heap_off || off + 8 > sb.heap_off + sb.heap_len {
+                return Err(corrupt(e.offset, format!("log entry {} writes outside the heap ({off})", e.seq)));
+            }
+            region.store_u64(off, v);
+            region.flush(off, 8);
+        }
+        last = Some(e.seq);
+    }
+    if let Some(seq) = last {
+        log.checkpoint(seq)?;
+    }
+    let walk = walk(&region, &sb)?;
+    let heap = Heap::recover(region.clone(), sb.heap_off, sb.heap_len, walk.reachable.iter().copied())?;
+    let index = Index::build(walk.leaves);
+    sb.recoveries += 1;
+    sb.clean = false;
+    sb.snapshot_off = 0;
+    sb.snapshot_len = 0;
+    sb.write(&region)?;
+    log::info!(
+        "{}: recovered after a crash: {} log entries replayed, {} keys; {}",
+        path.display(),
+        entries.len(),
+        walk.keys,
+        region.persist_info()
+    );
+    Ok(Store::assemble(region, heap, log, index, sb, walk.keys, walk.bytes, false, path))
+}
+
+struct Walk {
+    leaves: Vec<Arc<LeafRef>>,
+    reachable: Vec<u64>,
+    keys: u64,
+    bytes: u64,
+}
+
+fn in_heap(sb: &Superblock, off: u64, len: u64) -> bool {
+    off >= sb.heap_off && off.checked_add(len).is_some_and(|e| e <= sb.heap_off + sb.heap_len)
+}
+
+/// Follow the leaf chain from the head; unlink empty leaves (other than
+/// the head) on the way.
+fn walk(r: &Region, sb: &Superblock) -> Result<Walk, PoolError> {
+    let mut w = Walk { leaves: Vec::new(), reachable: Vec::new(), keys: 0, bytes: 0 };
+    let mut seen = HashSet::new();
+    let mut prev: Option<u64> = None;
+    let mut cur = sb.head_leaf;
+    while cur != 0 {
+        if !in_heap(sb, cur, LEAF_BYTES as u64) || !cur.is_multiple_of(8) {
+            return Err(corrupt(prev.map_or(72, leaf::next_off), format!("leaf pointer {cur} outside the heap")));
+        }
+        if !seen.insert(cur) {
+            return Err(corrupt(cur, "the leaf chain loops"));
+        }
+        let bits = leaf::bitmap(r, cur);
+        let next = leaf::next(r, cur);
+        if bits == 0 && cur != sb.head_leaf {
+            // An empty leaf left by an unlink that did not happen: unlink now.
+            let p = prev.expect("not the head");
+            leaf::publish_next(r, p, next);
+            r.drain()?;
+            cur = next;
+            continue;
+        }
+        let mut min: Option<&[u8]> = None;
+        for i in leaf::live(bits) {
+            let rec = leaf::slot(r, cur, i);
+            let (k, v) = leaf::record_lens(r, rec)
+                .filter(|&(k, v)| in_heap(sb, rec, leaf::REC_HEADER + (k + v) as u64) && k > 0)
+                .ok_or_else(|| corrupt(rec, format!("record in slot {i} of leaf {cur} is out of bounds")))?;
+            let key = leaf::record_key(r, rec);
+            if min.is_none_or(|m| key < m) {
+                min = Some(key);
+            }
+            w.reachable.push(rec);
+            w.keys += 1;
+            w.bytes += (k + v) as u64;
+        }
+        let sep: Arc<[u8]> = if cur == sb.head_leaf { Arc::from(&b""[..]) } else { Arc::from(min.unwrap_or(b"")) };
+        w.leaves.push(LeafRef::new(cur, sep));
+        w.reachable.push(cur);
+        prev = Some(cur);
+        cur = next;
+    }
+    for pair in w.leaves.windows(2) {
+        if pair[1].sep <= pair[0].sep {
+            return Err(corrupt(pair[1].off, "leaves out of key order"));
+        }
+    }
+    Ok(w)
+}
+
+/// Try the clean path; `None` if the saved index is unusable (then the
+/// crash path runs, which needs nothing saved).
+fn open_clean(
+    region: &Arc<Region>,
+    sb: &mut Superblock,
+    path: &Path,
+    log: Log,
+) -> Result<Result<Store, Log>, PoolError> {
+    let Some(leaves) = load_snapshot(region, sb) else {
+        log::warn!("{}: saved index unreadable; recovering by walking the leaves", path.display());
+        return Ok(Err(log));
+    };
+    let heap = match Heap::open_clean(region.clone(), sb.heap_off, sb.heap_len) {
+        Ok(h) => h,
+        Err(e) => {
+            log::warn!("{}: saved free space unreadable ({e}); recovering by walking the leaves", path.display());
+            return Ok(Err(log));
+        }
+    };
+    let index = Index::build(leaves);
+    let (snap_off, keys, bytes) = (sb.snapshot_off, sb.keys, sb.bytes);
+    sb.clean = false;
+    sb.snapshot_off = 0;
+    sb.snapshot_len = 0;
+    sb.write(region)?;
+    let _ = heap.free(snap_off);
+    log::info!("{}: opened after a clean close: {keys} keys; {}", path.display(), region.persist_info());
+    Ok(Ok(Store::assemble(region.clone(), heap, log, index, *sb, keys, bytes, true, path)))
+}
+
+fn load_snapshot(r: &Region, sb: &Superblock) -> Option<Vec<Arc<LeafRef>>> {
+    let (off, len) = (sb.snapshot_off, sb.snapshot_len);
+    if len < 36 || !in_heap(sb, off, len) {
+        return None;
+    }
+    let b = r.bytes(off, len as usize);
+    let body = &b[..b.len() - 4];
+    if crc32c::crc32c(body).to_le_bytes() != b[b.len() - 4..] {
+        return None;
+    }
+    let word = |at: usize| body.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8")));
+    if word(0)? != SNAP_MAGIC {
+        return None;
+    }
+    let n = word(8)?;
+    let mut at = 32;
+    let mut leaves = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let leaf = word(at)?;
+        let klen = u32::from_le_bytes(body.get(at + 8..at + 12)?.try_into().ok()?) as usize;
+        let key = body.get(at + 12..at + 12 + klen)?;
+        if !in_heap(sb, leaf, LEAF_BYTES as u64) {
+            return None;
+        }
+        leaves.push(LeafRef::new(leaf, Arc::from(key)));
+        at += 12 + klen;
+    }
+    if leaves.first().is_none_or(|l| !l.sep.is_empty() || l.off != sb.head_leaf) {
+        return None;
+    }
+    Some(leaves)
+}
+
+/// Clean close: save the index, then the heap's free space, then mark the
+/// superblock clean. A crash anywhere in between leaves a pool that the
+/// crash path opens.
+pub(crate) fn save_clean(s: &Store) -> Result<(), crate::Error> {
+    let entries = s.index.entries();
+    let mut b = Vec::with_capacity(36 + entries.len() * 32);
+    b.extend_from_slice(&SNAP_MAGIC.to_le_bytes());
+    b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    b.extend_from_slice(&s.len().to_le_bytes());
+    b.extend_from_slice(&(s.stats_bytes()).to_le_bytes());
+    for (sep, leaf) in &entries {
+        b.extend_from_slice(&leaf.off.to_le_bytes());
+        b.extend_from_slice(&(sep.len() as u32).to_le_bytes());
+        b.extend_from_slice(sep);
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    let snap = match s.heap.alloc(b.len()) {
+        Ok(o) => o,
+        Err(e) => {
+            log::warn!("{}: no room to save the index at close ({e}); the next open will walk", s.path.display());
+            return Ok(());
+        }
+    };
+    s.region.copy_nodrain(snap, &b);
+    s.region.drain()?;
+    s.heap.close().map_err(|e| crate::Error::Corrupt { offset: 0, why: e.to_string() })?;
+    let mut sb = s.sb.lock();
+    sb.clean = true;
+    sb.snapshot_off = snap;
+    sb.snapshot_len = b.len() as u64;
+    sb.keys = s.len();
+    sb.bytes = s.stats_bytes();
+    sb.recoveries = s.recoveries.load(std::sync::atomic::Ordering::Relaxed);
+    sb.write(&s.region)?;
+    Ok(())
+}

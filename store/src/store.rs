@@ -1,0 +1,611 @@
+//! [`Store`]: opening, the point operations, and closing.
+
+use crate::error::{Error, PoolError, Result};
+use crate::format::{self, HEADER_BYTES, Superblock};
+use crate::index::{Index, LeafRef};
+use crate::leaf::{self, LEAF_BYTES, SLOTS};
+use crate::options::Options;
+use crate::recovery;
+use daxkv_alloc::{Guard, Heap, PersistInfo, Region, RegionOptions};
+use daxkv_log::Log;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+/// Longest key, in bytes.
+pub const MAX_KEY: usize = 16 * 1024;
+/// Longest value, in bytes.
+pub const MAX_VALUE: usize = 64 << 20;
+/// Smallest pool.
+pub const MIN_POOL: u64 = 1 << 20;
+
+/// A persistent key-value store in one pool file. `Send + Sync`: share it
+/// with `Arc` or by reference. Every write that returns `Ok` is durable
+/// under the pool's persistence backend.
+pub struct Store {
+    pub(crate) region: Arc<Region>,
+    pub(crate) heap: Heap,
+    pub(crate) log: Log,
+    pub(crate) log_lock: parking_lot::Mutex<()>,
+    pub(crate) index: Index,
+    pub(crate) head: u64,
+    pub(crate) sb: parking_lot::Mutex<Superblock>,
+    pub(crate) keys: AtomicI64,
+    pub(crate) bytes: AtomicI64,
+    pub(crate) recoveries: AtomicU64,
+    pub(crate) opened_clean: bool,
+    pub(crate) closed: AtomicBool,
+    pub(crate) path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).field("keys", &self.len()).finish_non_exhaustive()
+    }
+}
+
+/// A value borrowed from the pool without copying. The pool block it lives
+/// in is not reused while this exists (the thread stays pinned).
+pub struct ValueRef<'a> {
+    bytes: &'a [u8],
+    _pin: Guard,
+}
+
+impl std::ops::Deref for ValueRef<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl AsRef<[u8]> for ValueRef<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+/// Figures about a store.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Keys stored.
+    pub keys: u64,
+    /// Bytes of keys plus values stored.
+    pub bytes: u64,
+    /// Size of the pool file.
+    pub pool_size: u64,
+    /// Bytes of the heap area.
+    pub heap_bytes: u64,
+    /// Heap bytes in live blocks (records, leaves).
+    pub heap_live_bytes: u64,
+    /// Heap bytes free for allocation.
+    pub heap_free_bytes: u64,
+    /// Leaves in the tree.
+    pub leaves: u64,
+    /// The persistence backend.
+    pub backend: daxkv_alloc::Backend,
+    /// Why that backend was chosen.
+    pub persistence_reason: String,
+    /// Crash recoveries this pool has gone through.
+    pub recoveries: u64,
+    /// Whether this open found the pool closed cleanly (no recovery).
+    pub opened_clean: bool,
+}
+
+/// The outcome of [`Store::check`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// Leaves walked.
+    pub leaves: u64,
+    /// Keys found.
+    pub keys: u64,
+    /// Everything found wrong (empty when the store is sound).
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::EmptyKey);
+    }
+    if key.len() > MAX_KEY {
+        return Err(Error::KeyTooLarge { len: key.len(), max: MAX_KEY });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_value(v: &[u8]) -> Result<()> {
+    if v.len() > MAX_VALUE {
+        return Err(Error::ValueTooLarge { len: v.len(), max: MAX_VALUE });
+    }
+    Ok(())
+}
+
+/// Where a key is in a locked leaf.
+pub(crate) struct Found {
+    pub slot: usize,
+    pub rec: u64,
+}
+
+impl Store {
+    /// Create a new pool at `path` (the file must not exist or be empty).
+    pub fn create(path: impl AsRef<Path>, opts: &Options) -> Result<Store, PoolError> {
+        let path = path.as_ref();
+        if opts.pool_size < MIN_POOL {
+            return Err(PoolError::Options(format!("pool size {} is below the minimum {MIN_POOL}", opts.pool_size)));
+        }
+        let log_len = opts.log_len();
+        if HEADER_BYTES + log_len + (512 << 10) > opts.pool_size {
+            return Err(PoolError::Options(format!(
+                "log of {log_len} bytes leaves no heap in a {}-byte pool",
+                opts.pool_size
+            )));
+        }
+        if let Ok(m) = std::fs::metadata(path)
+            && m.is_file()
+            && m.len() > 0
+        {
+            return Err(PoolError::Options(format!("{} exists; open it instead of creating it", path.display())));
+        }
+        let ro = RegionOptions { persist: opts.persist.clone(), create_size: Some(opts.pool_size), min_len: MIN_POOL };
+        let region = Arc::new(Region::open(path, &ro)?);
+        Self::format(region, path, log_len)
+    }
+
+    /// Format a mapped, zeroed region as a new pool.
+    pub(crate) fn format(region: Arc<Region>, path: &Path, log_len: u64) -> Result<Store, PoolError> {
+        let pool_size = region.len();
+        let log_off = HEADER_BYTES;
+        let heap_off = log_off + log_len;
+        let heap_len = pool_size - heap_off;
+        let log = Log::create(region.clone(), log_off, log_len)?;
+        let heap = Heap::format(region.clone(), heap_off, heap_len)?;
+        let head =
+            heap.alloc(LEAF_BYTES).map_err(|e| PoolError::Options(format!("no room for the first leaf: {e}")))?;
+        leaf::init(&region, head, &[], 0);
+        region.drain()?;
+        let mut sb = Superblock {
+            uuid: uuid(),
+            pool_size,
+            log_off,
+            log_len,
+            heap_off,
+            heap_len,
+            head_leaf: head,
+            ..Superblock::default()
+        };
+        // The superblock goes last: a crash before it leaves no pool.
+        sb.write(&region)?;
+        let index = Index::build(vec![LeafRef::new(head, Arc::from(&b""[..]))]);
+        log::info!("{}: created pool of {pool_size} bytes; {}", path.display(), region.persist_info());
+        Ok(Store::assemble(region, heap, log, index, sb, 0, 0, false, path))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn assemble(
+        region: Arc<Region>,
+        heap: Heap,
+        log: Log,
+        index: Index,
+        sb: Superblock,
+        keys: u64,
+        bytes: u64,
+        opened_clean: bool,
+        path: &Path,
+    ) -> Store {
+        Store {
+            region,
+            heap,
+            log,
+            log_lock: parking_lot::Mutex::new(()),
+            index,
+            head: sb.head_leaf,
+            recoveries: AtomicU64::new(sb.recoveries),
+            sb: parking_lot::Mutex::new(sb),
+            keys: AtomicI64::new(keys as i64),
+            bytes: AtomicI64::new(bytes as i64),
+            opened_clean,
+            closed: AtomicBool::new(false),
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Open the pool at `path` (creating it if missing and
+    /// `create_if_missing` is set). After a crash this replays the log and
+    /// rebuilds the index and free space; after a clean close it does
+    /// neither. A file that is not a sound daxkv pool gets a typed error and
+    /// is not written to.
+    pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<Store, PoolError> {
+        let path = path.as_ref();
+        let missing = match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Ok(m) => m.is_file() && m.len() == 0,
+            Err(_) => false,
+        };
+        if missing && opts.create_if_missing {
+            return Self::create(path, opts);
+        }
+        let ro = RegionOptions { persist: opts.persist.clone(), create_size: None, min_len: HEADER_BYTES };
+        let region = Arc::new(Region::open(path, &ro)?);
+        recovery::open(region, path)
+    }
+
+    /// The persistence backend in use and why it was chosen.
+    pub fn persist_info(&self) -> &PersistInfo {
+        self.region.persist_info()
+    }
+
+    /// The pool file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> u64 {
+        self.keys.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Whether the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn stats_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    pub(crate) fn live(&self) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    /// Find `key` in `leaf` (locked, or read optimistically).
+    #[inline]
+    pub(crate) fn find(&self, leaf: u64, key: &[u8], fp: u8) -> Option<Found> {
+        let r = &*self.region;
+        let bits = leaf::bitmap(r, leaf);
+        let fps = leaf::fingerprints(r, leaf);
+        for i in leaf::live(bits) {
+            if fps[i] == fp {
+                let rec = leaf::slot(r, leaf, i);
+                if leaf::record_key(r, rec) == key {
+                    return Some(Found { slot: i, rec });
+                }
+            }
+        }
+        None
+    }
+
+    /// Optimistic read of `key`: `f` sees the record, if any, and may be
+    /// called again if a writer interferes.
+    #[inline]
+    pub(crate) fn read<T>(&self, key: &[u8], mut f: impl FnMut(Option<u64>) -> T) -> T {
+        let fp = leaf::fingerprint(key);
+        loop {
+            let snap = self.index.load();
+            let (_, leaf) = snap.route(key);
+            let v = leaf.read_begin();
+            let out = f(self.find(leaf.off, key, fp).map(|x| x.rec));
+            if leaf.validate(v) && self.index.is_current(&snap) {
+                return out;
+            }
+        }
+    }
+
+    /// The value of `key`, copied out.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        self.live()?;
+        let _pin = self.heap.pin();
+        Ok(self.read(key, |rec| rec.map(|r| leaf::record_value(&self.region, r).to_vec())))
+    }
+
+    /// The value of `key`, borrowed from the pool (zero-copy).
+    pub fn get_ref(&self, key: &[u8]) -> Result<Option<ValueRef<'_>>> {
+        check_key(key)?;
+        self.live()?;
+        let pin = self.heap.pin();
+        let rec = self.read(key, |rec| rec);
+        Ok(rec.map(|rec| ValueRef { bytes: leaf::record_value(&self.region, rec), _pin: pin }))
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        self.live()?;
+        let _pin = self.heap.pin();
+        Ok(self.read(key, |rec| rec.is_some()))
+    }
+
+    /// Route `key` and lock its leaf, making sure the leaf still owns it.
+    pub(crate) fn lock_leaf(&self, key: &[u8]) -> Arc<LeafRef> {
+        loop {
+            let leaf = self.index.load().route(key).1.clone();
+            leaf.lock();
+            if !leaf.is_dead() && Arc::ptr_eq(self.index.load().route(key).1, &leaf) {
+                return leaf;
+            }
+            leaf.unlock();
+        }
+    }
+
+    /// Allocate and write a record (durable at the next drain).
+    pub(crate) fn new_record(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        let rec = self.heap.alloc(leaf::record_len(key, value))?;
+        leaf::write_record(&self.region, rec, key, value);
+        Ok(rec)
+    }
+
+    /// Store `value` under `key`. Durable when it returns.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_key(key)?;
+        check_value(value)?;
+        self.live()?;
+        let rec = self.new_record(key, value)?;
+        let fp = leaf::fingerprint(key);
+        let leaf = self.lock_leaf(key);
+        match self.put_locked(leaf, key, value.len(), rec, fp) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.heap.free(rec);
+                Err(e)
+            }
+        }
+    }
+
+    /// Insert or replace with the record `rec` in the locked `leaf`;
+    /// unlocks it (also on error).
+    pub(crate) fn put_locked(&self, mut leaf: Arc<LeafRef>, key: &[u8], vlen: usize, rec: u64, fp: u8) -> Result<()> {
+        let r = &*self.region;
+        loop {
+            let bits = leaf::bitmap(r, leaf.off);
+            if bits == u64::MAX {
+                // Full: split, then find the key's leaf again.
+                if let Err(e) = self.split(&leaf) {
+                    leaf.unlock();
+                    return Err(e);
+                }
+                leaf.unlock();
+                leaf = self.lock_leaf(key);
+                continue;
+            }
+            let old = self.find(leaf.off, key, fp);
+            let j = (!bits).trailing_zeros() as usize;
+            leaf::write_slot(r, leaf.off, j, rec, fp);
+            if let Err(e) = r.drain() {
+                leaf.unlock();
+                return Err(e.into());
+            }
+            let mut nb = bits | (1 << j);
+            if let Some(o) = &old {
+                nb &= !(1u64 << o.slot);
+            }
+            leaf::publish_bitmap(r, leaf.off, nb);
+            let d = r.drain();
+            leaf.unlock();
+            d?;
+            match old {
+                Some(o) => {
+                    let ok = leaf::record_lens(r, o.rec).map_or(0, |(_, v)| v as i64);
+                    self.bytes.fetch_add(vlen as i64 - ok, Ordering::Relaxed);
+                    let _ = self.heap.retire(o.rec);
+                }
+                None => {
+                    self.keys.fetch_add(1, Ordering::Relaxed);
+                    self.bytes.fetch_add((key.len() + vlen) as i64, Ordering::Relaxed);
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Remove `key`; returns whether it was present. Durable when it returns.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        self.live()?;
+        let fp = leaf::fingerprint(key);
+        let leaf = self.lock_leaf(key);
+        self.delete_locked(leaf, key, fp)
+    }
+
+    /// Delete in the locked leaf; unlocks it.
+    pub(crate) fn delete_locked(&self, leaf: Arc<LeafRef>, key: &[u8], fp: u8) -> Result<bool> {
+        let r = &*self.region;
+        let Some(f) = self.find(leaf.off, key, fp) else {
+            leaf.unlock();
+            return Ok(false);
+        };
+        let nb = leaf::bitmap(r, leaf.off) & !(1u64 << f.slot);
+        leaf::publish_bitmap(r, leaf.off, nb);
+        if let Err(e) = r.drain() {
+            leaf.unlock();
+            return Err(e.into());
+        }
+        let klen = key.len() as i64;
+        let vlen = leaf::record_lens(r, f.rec).map_or(0, |(_, v)| v as i64);
+        if nb == 0 && leaf.off != self.head {
+            self.unlink_empty(&leaf);
+        }
+        leaf.unlock();
+        let _ = self.heap.retire(f.rec);
+        self.keys.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(klen + vlen, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Unlink an empty, locked leaf from the chain if its predecessor's lock
+    /// can be had without waiting (lock order is predecessor first). One
+    /// 8-byte publish: the predecessor's next pointer.
+    fn unlink_empty(&self, leaf: &Arc<LeafRef>) {
+        let r = &*self.region;
+        let snap = self.index.load();
+        let sep = leaf.sep.clone();
+        let Some((_, prev)) = snap.before(&sep) else { return };
+        let prev = prev.clone();
+        drop(snap);
+        if !prev.try_lock() {
+            return;
+        }
+        if prev.is_dead() || leaf::next(r, prev.off) != leaf.off {
+            prev.unlock();
+            return;
+        }
+        leaf::publish_next(r, prev.off, leaf::next(r, leaf.off));
+        if r.drain().is_err() {
+            // Not durable: the leaf stays in the index as well; harmless.
+            prev.unlock();
+            return;
+        }
+        self.index.remove(&sep);
+        leaf.kill();
+        prev.unlock();
+        let _ = self.heap.retire(leaf.off);
+    }
+
+    /// Split the full, locked `leaf`: the upper half of its keys moves to a
+    /// new leaf. Two words of the old leaf change (bitmap and next), so the
+    /// change goes through the log; the leaf stays locked until the log
+    /// entry is checkpointed, so a replay never overwrites later changes.
+    pub(crate) fn split(&self, leaf: &Arc<LeafRef>) -> Result<()> {
+        let r = &*self.region;
+        let bits = leaf::bitmap(r, leaf.off);
+        let fps = leaf::fingerprints(r, leaf.off);
+        let mut entries: Vec<(usize, u64, &[u8])> = leaf::live(bits)
+            .map(|i| {
+                let rec = leaf::slot(r, leaf.off, i);
+                (i, rec, leaf::record_key(r, rec))
+            })
+            .collect();
+        entries.sort_by(|a, b| a.2.cmp(b.2));
+        let mid = entries.len() / 2;
+        let upper = &entries[mid..];
+        let sep: Arc<[u8]> = Arc::from(upper[0].2);
+        let new_leaf = self.heap.alloc(LEAF_BYTES)?;
+        let moved: Vec<(u64, u8)> = upper.iter().map(|&(i, rec, _)| (rec, fps[i])).collect();
+        leaf::init(r, new_leaf, &moved, leaf::next(r, leaf.off));
+        let upper_mask = upper.iter().fold(0u64, |m, &(i, _, _)| m | (1 << i));
+        let lower = bits & !upper_mask;
+        let ops = [
+            crate::recovery::encode_set(leaf::bitmap_off(leaf.off), lower),
+            crate::recovery::encode_set(leaf::next_off(leaf.off), new_leaf),
+        ];
+        {
+            let _g = self.log_lock.lock();
+            let seq = match self.log.append_commit(&ops) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = self.heap.free(new_leaf);
+                    return Err(e.into());
+                }
+            };
+            leaf::publish_bitmap(r, leaf.off, lower);
+            leaf::publish_next(r, leaf.off, new_leaf);
+            self.log.checkpoint(seq)?;
+        }
+        self.index.insert(LeafRef::new(new_leaf, sep));
+        debug_assert!(moved.len() <= SLOTS);
+        Ok(())
+    }
+
+    /// Replace `key`'s value only if it is currently `expected` (`None`:
+    /// absent); `new = None` deletes. `Ok(Err(current))` when it was not.
+    pub fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<std::result::Result<(), Option<Vec<u8>>>> {
+        check_key(key)?;
+        if let Some(v) = new {
+            check_value(v)?;
+        }
+        self.live()?;
+        let _pin = self.heap.pin();
+        let rec = match new {
+            Some(v) => Some(self.new_record(key, v)?),
+            None => None,
+        };
+        let fp = leaf::fingerprint(key);
+        let leaf = self.lock_leaf(key);
+        let cur = self.find(leaf.off, key, fp).map(|f| leaf::record_value(&self.region, f.rec));
+        if cur != expected {
+            let cur = cur.map(|c| c.to_vec());
+            leaf.unlock();
+            if let Some(rec) = rec {
+                let _ = self.heap.free(rec);
+            }
+            return Ok(Err(cur));
+        }
+        match (rec, new) {
+            (Some(rec), Some(v)) => match self.put_locked(leaf, key, v.len(), rec, fp) {
+                Ok(()) => Ok(Ok(())),
+                Err(e) => {
+                    let _ = self.heap.free(rec);
+                    Err(e)
+                }
+            },
+            _ => {
+                self.delete_locked(leaf, key, fp)?;
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    /// Figures about the store.
+    pub fn stats(&self) -> Stats {
+        let h = self.heap.stats();
+        let info = self.region.persist_info();
+        Stats {
+            keys: self.len(),
+            bytes: self.bytes.load(Ordering::Relaxed).max(0) as u64,
+            pool_size: self.region.len(),
+            heap_bytes: h.heap_bytes,
+            heap_live_bytes: h.live_bytes,
+            heap_free_bytes: h.free_bytes,
+            leaves: self.index.leaves() as u64,
+            backend: info.backend,
+            persistence_reason: info.reason.clone(),
+            recoveries: self.recoveries.load(Ordering::Relaxed),
+            opened_clean: self.opened_clean,
+        }
+    }
+
+    /// Close cleanly: save the index and free space so that the next open
+    /// neither replays nor rebuilds. Also done on drop (errors then are
+    /// logged).
+    pub fn close(self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        recovery::save_clean(self)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.close_inner() {
+            log::error!("{}: clean close failed, the next open will recover: {e}", self.path.display());
+        }
+    }
+}
+
+fn uuid() -> [u8; 16] {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&(t as u64).to_le_bytes());
+    b[8..].copy_from_slice(&(std::process::id() as u64 ^ (t >> 64) as u64).to_le_bytes());
+    b
+}
+
+/// Keep the format module's constants in one place for docs.
+pub(crate) const _SB: usize = format::SB_LEN;
