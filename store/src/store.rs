@@ -159,6 +159,36 @@ impl Store {
         Self::format(region, path, log_len)
     }
 
+    /// Create a store in an already mapped, zeroed region (anonymous memory,
+    /// or the crash simulator's images). `log_size` as in [`Options`].
+    pub fn create_on(region: Arc<Region>, log_size: u64) -> Result<Store, PoolError> {
+        if region.len() < MIN_POOL {
+            return Err(PoolError::Options(format!(
+                "region of {} bytes is below the minimum {MIN_POOL}",
+                region.len()
+            )));
+        }
+        let log_len = log_size.div_ceil(4096) * 4096;
+        if HEADER_BYTES + log_len + (512 << 10) > region.len() {
+            return Err(PoolError::Options(format!("log of {log_len} bytes leaves no heap")));
+        }
+        Self::format(region, Path::new("<memory>"), log_len)
+    }
+
+    /// Open a store in an already mapped region (see [`Store::create_on`]):
+    /// recovery runs as for [`Store::open`].
+    pub fn open_on(region: Arc<Region>) -> Result<Store, PoolError> {
+        if region.len() < HEADER_BYTES {
+            return Err(PoolError::NotAPool { path: "<memory>".into(), found: Vec::new() });
+        }
+        recovery::open(region, Path::new("<memory>"))
+    }
+
+    /// The region the store lives in.
+    pub fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
     /// Format a mapped, zeroed region as a new pool.
     pub(crate) fn format(region: Arc<Region>, path: &Path, log_len: u64) -> Result<Store, PoolError> {
         let pool_size = region.len();
