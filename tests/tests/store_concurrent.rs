@@ -1,0 +1,142 @@
+//! Two writers and two readers on one store. Every value carries its key,
+//! its writer, a sequence number and a checksum: readers never see a torn
+//! or foreign value, and the sequence numbers each reader sees for a key
+//! never go backwards (each key's history is linearizable).
+
+use daxkv::{Backend, Options, Persistence, Store};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const KEYS: u64 = 3000;
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key-{i:06}").into_bytes()
+}
+
+fn value(k: &[u8], writer: u8, seq: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 32);
+    v.extend_from_slice(&(k.len() as u32).to_le_bytes());
+    v.extend_from_slice(k);
+    v.push(writer);
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend((0..len).map(|i| (i as u64 ^ seq) as u8));
+    let crc = crc32c::crc32c(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    v
+}
+
+/// Check a value read for `k`; returns its sequence number.
+fn verify(k: &[u8], v: &[u8]) -> u64 {
+    assert!(v.len() >= 4 + k.len() + 1 + 8 + 4, "short value for {k:?}");
+    let (body, crc) = v.split_at(v.len() - 4);
+    assert_eq!(crc32c::crc32c(body).to_le_bytes(), crc, "torn value for {:?}", String::from_utf8_lossy(k));
+    let kl = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
+    assert_eq!(&body[4..4 + kl], k, "value of another key under {:?}", String::from_utf8_lossy(k));
+    u64::from_le_bytes(body[5 + kl..13 + kl].try_into().unwrap())
+}
+
+#[test]
+fn two_writers_two_readers() {
+    let dir = std::path::Path::new("/dev/shm").join(format!("daxkv-conc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts =
+        Options::new().pool_size(256 << 20).persistence(Persistence::Force(Backend::Pmem)).create_if_missing(true);
+    let store = Arc::new(Store::open(dir.join("c.pool"), &opts).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Writer w owns keys i with i % 2 == w; sequence numbers grow per key.
+    let writers: Vec<_> = (0..2u8)
+        .map(|w| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rng = StdRng::seed_from_u64(w as u64);
+                let mut seq: HashMap<u64, u64> = HashMap::new();
+                let mut state: HashMap<u64, Option<u64>> = HashMap::new();
+                for n in 0..150_000u64 {
+                    let i = rng.gen_range(0..KEYS / 2) * 2 + w as u64;
+                    let k = key(i);
+                    let s = seq.entry(i).or_insert(0);
+                    *s += 1;
+                    match rng.gen_range(0..20) {
+                        0 => {
+                            store.delete(&k).unwrap();
+                            state.insert(i, None);
+                        }
+                        1 => {
+                            // a batch of three of this writer's keys
+                            let batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..3)
+                                .map(|d| {
+                                    let j = (i + 2 * d) % KEYS;
+                                    let s = seq.entry(j).or_insert(0);
+                                    *s += 1;
+                                    state.insert(j, Some(*s));
+                                    (key(j), Some(value(&key(j), w, *s, 50)))
+                                })
+                                .collect();
+                            store.write_batch(&batch).unwrap();
+                        }
+                        _ => {
+                            let len = if n % 100 == 0 { rng.gen_range(1000..20_000) } else { rng.gen_range(0..200) };
+                            store.put(&k, &value(&k, w, *s, len)).unwrap();
+                            state.insert(i, Some(*s));
+                        }
+                    }
+                }
+                stop.store(true, Ordering::Relaxed);
+                state
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2u64)
+        .map(|r| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rng = StdRng::seed_from_u64(100 + r);
+                let mut last: HashMap<u64, u64> = HashMap::new();
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) || reads < 10_000 {
+                    let i = rng.gen_range(0..KEYS);
+                    let k = key(i);
+                    if rng.gen_range(0..50) == 0 {
+                        // a short scan: ordered, every value sound
+                        let mut prev: Option<Vec<u8>> = None;
+                        for kv in store.range(k.clone()..).take(40) {
+                            let (kk, vv) = kv.unwrap();
+                            verify(&kk, &vv);
+                            assert!(prev.as_ref().is_none_or(|p| *p < kk), "scan out of order");
+                            prev = Some(kk);
+                        }
+                        continue;
+                    }
+                    if let Some(v) = store.get(&k).unwrap() {
+                        let s = verify(&k, &v);
+                        let l = last.entry(i).or_insert(0);
+                        assert!(s >= *l, "key {i}: saw seq {s} after {l}");
+                        *l = s;
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let states: Vec<HashMap<u64, Option<u64>>> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    for r in readers {
+        assert!(r.join().unwrap() >= 10_000);
+    }
+    let rep = store.check().unwrap();
+    assert!(rep.is_ok(), "{:?}", rep.problems);
+    // The final state holds each key's last write, or its deletion.
+    let mut expected = 0;
+    for state in &states {
+        for (&i, &s) in state {
+            let got = store.get(&key(i)).unwrap().map(|v| verify(&key(i), &v));
+            assert_eq!(got, s, "key {i}: final state");
+            expected += u64::from(s.is_some());
+        }
+    }
+    assert_eq!(store.len(), expected);
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,204 @@
+//! Bad inputs to the store, each a typed error that leaves every committed
+//! byte intact: foreign files, wrong magic, wrong version, truncated
+//! pools, damaged superblocks, oversized and empty keys and values.
+
+use daxkv::{Error, Options, PoolError, Store};
+use std::path::{Path, PathBuf};
+
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(name: &str) -> Dir {
+    let d = Path::new("/dev/shm").join(format!("daxkv-open-store-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    Dir(d)
+}
+
+fn opts() -> Options {
+    Options::new().pool_size(4 << 20).create_if_missing(true)
+}
+
+/// A closed pool with a few keys.
+fn make_pool(p: &Path) {
+    let s = Store::open(p, &opts()).unwrap();
+    for i in 0..300u32 {
+        s.put(format!("key{i}").as_bytes(), &i.to_le_bytes()).unwrap();
+    }
+    s.close().unwrap();
+}
+
+fn assert_pool_intact(p: &Path) {
+    let s = Store::open(p, &Options::new()).unwrap();
+    assert_eq!(s.len(), 300);
+    for i in 0..300u32 {
+        assert_eq!(s.get(format!("key{i}").as_bytes()).unwrap().unwrap(), i.to_le_bytes());
+    }
+    assert!(s.check().unwrap().is_ok());
+}
+
+/// Open must fail without writing a byte.
+fn open_fails(p: &Path) -> PoolError {
+    let before = std::fs::read(p).unwrap();
+    let e = Store::open(p, &Options::new()).unwrap_err();
+    assert_eq!(std::fs::read(p).unwrap(), before, "a failed open wrote to the file");
+    e
+}
+
+fn patch(p: &Path, at: usize, bytes: &[u8]) {
+    let mut b = std::fs::read(p).unwrap();
+    b[at..at + bytes.len()].copy_from_slice(bytes);
+    std::fs::write(p, b).unwrap();
+}
+
+fn reseal(p: &Path, sb: usize) {
+    let mut b = std::fs::read(p).unwrap();
+    let crc = crc32c::crc32c(&b[sb..sb + 252]);
+    b[sb + 252..sb + 256].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(p, b).unwrap();
+}
+
+#[test]
+fn foreign_file() {
+    let d = dir("foreign");
+    let p = d.0.join("notes.txt");
+    let mut text = b"Dear diary, today I opened a text file as a database.\n".repeat(100_000);
+    text.truncate(4 << 20);
+    std::fs::write(&p, &text).unwrap();
+    let e = open_fails(&p);
+    assert!(matches!(e, PoolError::NotAPool { .. }), "{e:?}");
+    assert!(e.to_string().contains("not a daxkv pool"), "{e}");
+}
+
+#[test]
+fn zeroed_file_is_not_a_pool() {
+    let d = dir("zero");
+    let p = d.0.join("z.pool");
+    std::fs::write(&p, vec![0u8; 2 << 20]).unwrap();
+    assert!(matches!(open_fails(&p), PoolError::NotAPool { .. }));
+}
+
+#[test]
+fn wrong_magic_in_both_copies() {
+    let d = dir("magic");
+    let p = d.0.join("m.pool");
+    make_pool(&p);
+    patch(&p, 0, b"XAXKVSB1");
+    patch(&p, 4096, b"XAXKVSB1");
+    assert!(matches!(open_fails(&p), PoolError::NotAPool { .. }));
+}
+
+#[test]
+fn wrong_version() {
+    let d = dir("version");
+    let p = d.0.join("v.pool");
+    make_pool(&p);
+    for sb in [0, 4096] {
+        patch(&p, sb + 8, &7u32.to_le_bytes());
+        reseal(&p, sb);
+    }
+    match open_fails(&p) {
+        PoolError::WrongVersion { found: 7, expected: 1, .. } => {}
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn truncated_pool() {
+    let d = dir("trunc");
+    let p = d.0.join("t.pool");
+    make_pool(&p);
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(3 << 20).unwrap();
+    drop(f);
+    match open_fails(&p) {
+        PoolError::Truncated { expected, found, .. } => assert_eq!((expected, found), (4 << 20, 3 << 20)),
+        e => panic!("{e:?}"),
+    }
+    // A stub smaller than the header is refused too.
+    std::fs::write(&p, [0u8; 100]).unwrap();
+    assert!(matches!(open_fails(&p), PoolError::Open(_)));
+}
+
+#[test]
+fn one_damaged_superblock_opens_from_the_other() {
+    for (copy, at) in [(0usize, 0usize), (1, 4096)] {
+        for byte in [3usize, 40, 88, 130, 253] {
+            let d = dir(&format!("flip{copy}-{byte}"));
+            let p = d.0.join("f.pool");
+            make_pool(&p);
+            let mut b = std::fs::read(&p).unwrap();
+            b[at + byte] ^= 0x40;
+            std::fs::write(&p, &b).unwrap();
+            assert_pool_intact(&p);
+            // Opening repaired the damaged copy.
+            let b = std::fs::read(&p).unwrap();
+            assert_eq!(b[0..252], b[4096..4096 + 252], "copy {copy} not rewritten");
+        }
+    }
+}
+
+#[test]
+fn both_superblocks_damaged() {
+    let d = dir("both");
+    let p = d.0.join("b.pool");
+    make_pool(&p);
+    let mut b = std::fs::read(&p).unwrap();
+    b[40] ^= 1;
+    b[4096 + 100] ^= 1;
+    std::fs::write(&p, &b).unwrap();
+    match open_fails(&p) {
+        PoolError::BadSuperblock { why, .. } => assert!(why.contains("Checksum"), "{why}"),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn keys_and_values_out_of_limits() {
+    let d = dir("limits");
+    let p = d.0.join("l.pool");
+    let s = Store::open(&p, &Options::new().pool_size(160 << 20).create_if_missing(true)).unwrap();
+    s.put(b"keep", b"me").unwrap();
+    assert!(matches!(s.put(b"", b"x"), Err(Error::EmptyKey)));
+    assert!(matches!(s.get(b""), Err(Error::EmptyKey)));
+    let long = vec![b'k'; daxkv::MAX_KEY + 1];
+    assert!(matches!(s.put(&long, b"x"), Err(Error::KeyTooLarge { len, max }) if len == max + 1));
+    assert!(matches!(s.delete(&long), Err(Error::KeyTooLarge { .. })));
+    let big = vec![0u8; daxkv::MAX_VALUE + 1];
+    assert!(matches!(s.put(b"k", &big), Err(Error::ValueTooLarge { .. })));
+    assert!(matches!(s.write_batch(&[(b"k".to_vec(), Some(big))]), Err(Error::ValueTooLarge { .. })));
+    // The limits themselves are accepted.
+    let max_key = vec![b'm'; daxkv::MAX_KEY];
+    s.put(&max_key, b"v").unwrap();
+    let max_val = vec![9u8; daxkv::MAX_VALUE];
+    s.put(b"big", &max_val).unwrap();
+    assert_eq!(s.get(b"big").unwrap().unwrap().len(), daxkv::MAX_VALUE);
+    s.put(b"empty", b"").unwrap();
+    assert_eq!(s.get(b"empty").unwrap(), Some(Vec::new()));
+    assert_eq!(s.get(b"keep").unwrap().as_deref(), Some(&b"me"[..]));
+    assert!(s.check().unwrap().is_ok());
+}
+
+#[test]
+fn create_refuses_an_existing_pool() {
+    let d = dir("exists");
+    let p = d.0.join("e.pool");
+    make_pool(&p);
+    assert!(matches!(Store::create(&p, &opts()), Err(PoolError::Options(_))));
+    assert_pool_intact(&p);
+}
+
+#[test]
+fn a_pool_is_locked_while_open() {
+    let d = dir("locked");
+    let p = d.0.join("k.pool");
+    let s = Store::open(&p, &opts()).unwrap();
+    let e = Store::open(&p, &Options::new()).unwrap_err();
+    assert!(matches!(e, PoolError::Open(daxkv::OpenError::Locked { .. })), "{e:?}");
+    drop(s);
+    Store::open(&p, &Options::new()).unwrap();
+}
