@@ -1,10 +1,15 @@
-//! `daxkv`: the command-line tool.
+//! `daxkv`: the command-line tool and server.
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use daxkv::{PersistOptions, Persistence, Region, RegionOptions};
-use std::path::PathBuf;
+use daxkv::{Options, PersistOptions, Persistence, Region, RegionOptions, Store};
+use daxkv_server::{Config, Shutdown, run};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "daxkv", version, about = "daxkv: a persistent key-value store for persistent memory")]
@@ -13,8 +18,133 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Where and how to open a pool.
+#[derive(clap::Args, Clone)]
+struct PoolArgs {
+    /// Size of the pool when it is created (bytes, or with K, M, G, T).
+    #[arg(long, value_parser = parse_size, default_value = "1G")]
+    size: u64,
+    /// auto, pmem, eadr, msync or volatile (default: DAXKV_PERSISTENCE or auto).
+    #[arg(long)]
+    persistence: Option<Persistence>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Serve a pool over the Redis protocol (RESP2/RESP3).
+    Serve {
+        /// Pool file or DAX device; created if missing.
+        #[arg(long, default_value = "daxkv.pool")]
+        pool: PathBuf,
+        #[command(flatten)]
+        pool_args: PoolArgs,
+        /// Address to listen on (repeat for several).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: Vec<IpAddr>,
+        /// TCP port (0: any free port, printed at start).
+        #[arg(long, default_value_t = 6379)]
+        port: u16,
+        /// Event loops (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Password that clients must give with AUTH.
+        #[arg(long)]
+        requirepass: Option<String>,
+        /// When bound beyond loopback without a password, refuse clients
+        /// that are not on loopback (yes/no).
+        #[arg(long, default_value = "yes", value_parser = parse_yes_no)]
+        protected_mode: bool,
+        /// Most clients at once.
+        #[arg(long, default_value_t = 10000)]
+        max_clients: usize,
+        /// Largest bulk string in a request (bytes, or with K, M, G).
+        #[arg(long, value_parser = parse_size, default_value = "64M")]
+        max_bulk_len: u64,
+        /// Most arguments in one request.
+        #[arg(long, default_value_t = 1024 * 1024)]
+        max_multibulk_len: usize,
+        /// Largest inline request (bytes).
+        #[arg(long, value_parser = parse_size, default_value = "64K")]
+        max_inline_len: u64,
+        /// Most unread reply bytes per client before it is disconnected.
+        #[arg(long, value_parser = parse_size, default_value = "512M")]
+        max_output_buffer: u64,
+        /// Close clients idle for this many seconds (0: never).
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+    },
+    /// Create a new pool.
+    Create {
+        /// Pool file or DAX device.
+        path: PathBuf,
+        #[command(flatten)]
+        pool_args: PoolArgs,
+    },
+    /// Show a pool's figures.
+    Info {
+        /// Pool file.
+        path: PathBuf,
+    },
+    /// Check a pool's consistency; exits non-zero if it is damaged.
+    Check {
+        /// Pool file.
+        path: PathBuf,
+    },
+    /// Print a key's value (exit 1 if absent).
+    Get {
+        /// Pool file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+    /// Set a key.
+    Set {
+        /// Pool file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Delete keys; prints how many existed.
+    Del {
+        /// Pool file.
+        path: PathBuf,
+        /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// List keys (with a prefix) and their values, one `key<TAB>value` a
+    /// line, non-printable bytes escaped as \xHH.
+    Scan {
+        /// Pool file.
+        path: PathBuf,
+        /// Only keys starting with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Stop after this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Keys only.
+        #[arg(long)]
+        keys_only: bool,
+    },
+    /// Write every pair to FILE (`-`: stdout) in the portable dump format.
+    Dump {
+        /// Pool file.
+        path: PathBuf,
+        /// Output file.
+        file: PathBuf,
+    },
+    /// Load a dump (FILE, `-`: stdin) into a pool (created if missing).
+    Load {
+        /// Pool file.
+        path: PathBuf,
+        /// Dump file.
+        file: PathBuf,
+        #[command(flatten)]
+        pool_args: PoolArgs,
+    },
     /// Open (creating if asked) a pool file and report which persistence
     /// backend daxkv picks for it, and why.
     Probe {
@@ -29,32 +159,293 @@ enum Cmd {
     },
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                'B' => 1,
+                _ => return Err(format!("unknown size suffix in {s:?}")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match s {
+        "yes" | "true" | "on" => Ok(true),
+        "no" | "false" | "off" => Ok(false),
+        _ => Err(format!("expected yes or no, not {s:?}")),
+    }
+}
+
+fn options(args: &PoolArgs, create: bool) -> Options {
+    let mut o = Options::new().pool_size(args.size).create_if_missing(create);
+    if let Some(p) = args.persistence {
+        o = o.persistence(p);
+    }
+    o
+}
+
+fn open(path: &Path) -> Result<Store, String> {
+    Store::open(path, &Options::new()).map_err(|e| e.to_string())
+}
+
+/// Non-printable bytes as \xHH, for one-line output.
+fn escape(b: &[u8]) -> String {
+    let mut s = String::new();
+    for &c in b {
+        if c.is_ascii_graphic() && c != b'\\' || c == b' ' {
+            s.push(c as char);
+        } else {
+            s.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    s
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Probe { path, create, persistence } => {
-            let mut persist = match PersistOptions::from_env() {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("daxkv: {e}");
-                    return ExitCode::from(2);
-                }
+    match exec(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("daxkv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exec(cmd: Cmd) -> Result<ExitCode, String> {
+    match cmd {
+        Cmd::Serve {
+            pool,
+            pool_args,
+            bind,
+            port,
+            threads,
+            requirepass,
+            protected_mode,
+            max_clients,
+            max_bulk_len,
+            max_multibulk_len,
+            max_inline_len,
+            max_output_buffer,
+            timeout,
+        } => {
+            let t0 = Instant::now();
+            let store =
+                Store::open(&pool, &options(&pool_args, true)).map_err(|e| format!("{}: {e}", pool.display()))?;
+            let st = store.stats();
+            println!(
+                "daxkv: pool {} ({} keys, {}, opened in {:.1} ms)",
+                pool.display(),
+                st.keys,
+                if st.opened_clean { "clean" } else { "recovered" },
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+            println!("daxkv: {}", store.persist_info());
+            let mut listeners = Vec::new();
+            let mut addrs = Vec::new();
+            for ip in &bind {
+                let l = TcpListener::bind(SocketAddr::new(*ip, port)).map_err(|e| format!("bind {ip}:{port}: {e}"))?;
+                addrs.push(l.local_addr().map_err(|e| e.to_string())?);
+                listeners.push(l);
+            }
+            let beyond_loopback = bind.iter().any(|ip| !ip.is_loopback());
+            let mut config = Config {
+                requirepass: requirepass.map(String::into_bytes),
+                protected_mode: protected_mode && beyond_loopback,
+                max_clients,
+                max_output_buffer: usize::try_from(max_output_buffer).unwrap_or(usize::MAX),
+                timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
+                bind: bind.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+                port: addrs[0].port(),
+                ..Config::default()
             };
+            if let Some(t) = threads {
+                config.threads = t.max(1);
+            }
+            config.limits.max_bulk_len = usize::try_from(max_bulk_len).unwrap_or(usize::MAX);
+            config.limits.max_multibulk_len = max_multibulk_len;
+            config.limits.max_inline_len = usize::try_from(max_inline_len).unwrap_or(usize::MAX);
+            if beyond_loopback && config.requirepass.is_none() {
+                println!(
+                    "daxkv: warning: bound beyond loopback without --requirepass{}",
+                    if config.protected_mode { ": protected mode refuses non-loopback clients" } else { "" }
+                );
+            }
+            let shutdown = Shutdown::new();
+            let sig = shutdown.clone();
+            let mut signals =
+                signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+                    .map_err(|e| format!("signals: {e}"))?;
+            std::thread::spawn(move || {
+                if let Some(s) = signals.forever().next() {
+                    eprintln!("daxkv: signal {s}: shutting down");
+                    sig.trigger();
+                }
+            });
+            let list = addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            println!("daxkv: ready on {list} ({} event loops)", config.threads);
+            let _ = std::io::stdout().flush();
+            let store = Arc::new(store);
+            run(listeners, store.clone(), config, shutdown).map_err(|e| format!("server: {e}"))?;
+            match Arc::try_unwrap(store) {
+                Ok(s) => s.close().map_err(|e| format!("close: {e}"))?,
+                Err(_) => return Err("store still in use at exit; not closed cleanly".into()),
+            }
+            println!("daxkv: pool closed cleanly");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Create { path, pool_args } => {
+            let s = Store::create(&path, &options(&pool_args, true)).map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("{}: created, {} bytes", path.display(), s.stats().pool_size);
+            println!("{}", s.persist_info());
+            s.close().map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Info { path } => {
+            let s = open(&path)?;
+            let st = s.stats();
+            println!("pool:          {}", path.display());
+            println!("persistence:   {}", s.persist_info());
+            println!("keys:          {}", st.keys);
+            println!("bytes:         {} (keys + values)", st.bytes);
+            println!("pool size:     {}", st.pool_size);
+            println!(
+                "heap:          {} bytes, {} live, {} free",
+                st.heap_bytes, st.heap_live_bytes, st.heap_free_bytes
+            );
+            println!("leaves:        {}", st.leaves);
+            println!("opened:        {}", if st.opened_clean { "clean" } else { "after recovery" });
+            println!("recoveries:    {}", st.recoveries);
+            s.close().map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check { path } => {
+            let s = open(&path)?;
+            let r = s.check().map_err(|e| e.to_string())?;
+            println!("{}: {} keys in {} leaves", path.display(), r.keys, r.leaves);
+            for p in &r.problems {
+                println!("problem: {p}");
+            }
+            let ok = r.is_ok();
+            s.close().map_err(|e| e.to_string())?;
+            if ok {
+                println!("ok");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("DAMAGED: {} problems", r.problems.len());
+                Ok(ExitCode::from(2))
+            }
+        }
+        Cmd::Get { path, key } => {
+            let s = open(&path)?;
+            let v = s.get(key.as_bytes()).map_err(|e| e.to_string())?;
+            s.close().map_err(|e| e.to_string())?;
+            match v {
+                Some(v) => {
+                    let mut o = std::io::stdout().lock();
+                    o.write_all(&v).and_then(|()| o.write_all(b"\n")).map_err(|e| e.to_string())?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Ok(ExitCode::from(1)),
+            }
+        }
+        Cmd::Set { path, key, value } => {
+            let s = open(&path)?;
+            s.put(key.as_bytes(), value.as_bytes()).map_err(|e| e.to_string())?;
+            s.close().map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Del { path, keys } => {
+            let s = open(&path)?;
+            let mut n = 0;
+            for k in &keys {
+                n += u64::from(s.delete(k.as_bytes()).map_err(|e| e.to_string())?);
+            }
+            s.close().map_err(|e| e.to_string())?;
+            println!("{n}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Scan { path, prefix, limit, keys_only } => {
+            let s = open(&path)?;
+            let mut o = std::io::BufWriter::new(std::io::stdout().lock());
+            for kv in s.prefix(prefix.as_bytes()).take(limit.unwrap_or(usize::MAX)) {
+                let (k, v) = kv.map_err(|e| e.to_string())?;
+                let line = if keys_only { escape(&k) } else { format!("{}\t{}", escape(&k), escape(&v)) };
+                writeln!(o, "{line}").map_err(|e| e.to_string())?;
+            }
+            drop(o);
+            s.close().map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Dump { path, file } => {
+            let s = open(&path)?;
+            let n = if file.as_os_str() == "-" {
+                daxkv_server::dump::dump(&s, &mut std::io::BufWriter::new(std::io::stdout().lock()))
+            } else {
+                let f = std::fs::File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                let mut w = std::io::BufWriter::new(f);
+                let n = daxkv_server::dump::dump(&s, &mut w);
+                n.and_then(|n| w.into_inner().map_err(|e| e.into_error())?.sync_all().map(|()| n))
+            }
+            .map_err(|e| format!("dump: {e}"))?;
+            s.close().map_err(|e| e.to_string())?;
+            eprintln!("daxkv: dumped {n} pairs");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Load { path, file, pool_args } => {
+            let s = Store::open(&path, &options(&pool_args, true)).map_err(|e| format!("{}: {e}", path.display()))?;
+            let n = if file.as_os_str() == "-" {
+                daxkv_server::dump::load(&s, &mut std::io::BufReader::new(std::io::stdin().lock()))
+            } else {
+                let f = std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                daxkv_server::dump::load(&s, &mut std::io::BufReader::new(f))
+            };
+            let close = s.close();
+            let n = n.map_err(|e| format!("load: {e}"))?;
+            close.map_err(|e| e.to_string())?;
+            eprintln!("daxkv: loaded {n} pairs");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Probe { path, create, persistence } => {
+            let mut persist = PersistOptions::from_env().map_err(|e| e.to_string())?;
             if let Some(p) = persistence {
                 persist.persistence = p;
             }
             let opts = RegionOptions { persist, create_size: create, min_len: 4096 };
-            match Region::open(&path, &opts) {
-                Ok(r) => {
-                    println!("{}: {} bytes", path.display(), r.len());
-                    println!("{}", r.persist_info());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("daxkv: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            let r = Region::open(&path, &opts).map_err(|e| e.to_string())?;
+            println!("{}: {} bytes", path.display(), r.len());
+            println!("{}", r.persist_info());
+            Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(escape(b"a b\\\n\xff"), "a b\\x5c\\x0a\\xff");
     }
 }
