@@ -113,27 +113,30 @@ impl Batch {
     /// Commit everything queued as one `write_batch` (one drain). A batch
     /// the log cannot hold in one entry is committed one operation at a
     /// time instead.
+    ///
+    /// Today's store refuses a batch of more than 64 new keys that land in
+    /// one leaf holding fewer than two keys (it cannot split such a leaf),
+    /// so batches go in chunks of [`STORE_BATCH_CHUNK`] operations.
     pub fn commit(&mut self, store: &Store) -> Result<(), Error> {
-        if self.ops.is_empty() {
-            return Ok(());
-        }
-        let res = match store.write_batch(&self.ops) {
-            Err(Error::TooLarge(_)) if self.ops.len() > 1 => {
-                let mut res = Ok(());
-                for op in &self.ops {
-                    res = store.write_batch(std::slice::from_ref(op));
-                    if res.is_err() {
-                        break;
-                    }
+        let mut res = Ok(());
+        for chunk in self.ops.chunks(STORE_BATCH_CHUNK) {
+            res = match store.write_batch(chunk) {
+                Err(Error::TooLarge(_)) if chunk.len() > 1 => {
+                    chunk.iter().try_for_each(|op| store.write_batch(std::slice::from_ref(op)))
                 }
-                res
+                r => r,
+            };
+            if res.is_err() {
+                break;
             }
-            r => r,
-        };
+        }
         self.clear();
         res
     }
 }
+
+/// Most operations given to one `write_batch`.
+pub const STORE_BATCH_CHUNK: usize = 32;
 
 /// A [`Batch`] over the store: reads see the batch, then the store; writes
 /// join the batch.
