@@ -525,6 +525,13 @@ impl Store {
             crate::recovery::encode_set(leaf::bitmap_off(leaf.off), lower),
             crate::recovery::encode_set(leaf::next_off(leaf.off), new_leaf),
         ];
+        // The new leaf must be durable before the log entry that makes it
+        // reachable can be: an entry may reach media (evicted) before the
+        // drain that commits it, and recovery would replay it.
+        if let Err(e) = r.drain() {
+            let _ = self.heap.free(new_leaf);
+            return Err(e.into());
+        }
         {
             let _g = self.log_lock.lock();
             let seq = match self.log.append_commit(&ops) {

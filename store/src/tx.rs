@@ -238,12 +238,17 @@ impl Store {
                 let ops: Vec<[u8; 17]> =
                     changed.iter().map(|&i| encode_set(leaf::bitmap_off(leaves[i].off), newbits[i])).collect();
                 let _g = self.log_lock.lock();
-                self.log.append_commit(&ops).map_err(Error::from).and_then(|seq| {
-                    for &i in &changed {
-                        leaf::publish_bitmap(r, leaves[i].off, newbits[i]);
-                    }
-                    self.log.checkpoint(seq).map_err(Error::from)
-                })
+                // Records and slots durable first: the entry that publishes
+                // them could reach media before its own commit drain.
+                r.drain()
+                    .map_err(Error::from)
+                    .and_then(|()| self.log.append_commit(&ops).map_err(Error::from))
+                    .and_then(|seq| {
+                        for &i in &changed {
+                            leaf::publish_bitmap(r, leaves[i].off, newbits[i]);
+                        }
+                        self.log.checkpoint(seq).map_err(Error::from)
+                    })
             };
             unlock_all(&leaves);
             result?;
