@@ -20,6 +20,7 @@ const LOG: u64 = 128 << 10;
 const MAX_EXHAUSTIVE: u64 = 256;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+type Op = Box<dyn FnOnce(&Store)>;
 
 #[derive(Clone, Default)]
 struct Oracle {
@@ -95,7 +96,7 @@ fn crash_at_every_drain_of_2000_operations() {
     for op in 0..2000u64 {
         let mut after = model.clone();
         let r = rng.gen_range(0..100);
-        let (desc, run): (String, Box<dyn FnOnce(&Store)>) = if r < 50 {
+        let (desc, run): (String, Op) = if r < 50 {
             let (k, v) = (key(&mut rng), value(&mut rng));
             after.insert(k.clone(), v.clone());
             (format!("put {}", String::from_utf8_lossy(&k)), Box::new(move |s| s.put(&k, &v).unwrap()))
