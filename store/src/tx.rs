@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 const MAX_ATTEMPTS: u32 = 64;
+/// Entries per leaf when a transaction fills new leaves (room left to grow).
+const FILL: usize = 48;
 
 /// A transaction in progress: reads see its own writes.
 pub struct Tx<'a> {
@@ -125,9 +127,11 @@ impl Store {
             plan.push(Planned { fp: leaf::fingerprint(&k), key: k, rec, vlen });
         }
         let res = self.commit_planned(&plan, reads);
-        // After a failed drain the records may already be visible: keep
-        // them (a later recovery frees whatever is unreachable).
-        if res.is_err() && !matches!(res, Err(Error::Drain(_))) {
+        // Free the new records only when nothing was published; after a
+        // failed drain or log write they may be reachable (a later recovery
+        // frees whatever is not).
+        if matches!(res, Err(Error::PoolFull(_) | Error::TooLarge(_) | Error::Conflict { .. } | Error::Corrupt { .. }))
+        {
             for p in &plan {
                 if let Some(r) = p.rec {
                     let _ = self.heap.free(r);
@@ -179,54 +183,134 @@ impl Store {
                 }
             }
             drop(snap);
-            // Room: every put takes a free slot (a replaced record's slot is
-            // freed by the same publish). Split a leaf that lacks room.
-            let mut bits: Vec<u64> = leaves.iter().map(|l| leaf::bitmap(r, l.off)).collect();
-            let mut need = vec![0u32; leaves.len()];
-            for (p, &i) in plan.iter().zip(&keyleaf) {
-                if p.rec.is_some() {
-                    need[i] += 1;
-                }
-            }
-            for (i, l) in leaves.iter().enumerate() {
-                if need[i] > bits[i].count_zeros() {
-                    if leaf::live(bits[i]).count() < 2 {
-                        // Cannot split a leaf this small; too many keys for it
-                        // in one batch is impossible (64 slots, distinct keys).
-                        unlock_all(&leaves);
-                        return Err(Error::Corrupt { offset: l.off, why: "no room in leaf".into() });
-                    }
-                    let res = self.split(l);
-                    unlock_all(&leaves);
-                    res?;
-                    continue 'retry;
-                }
-            }
-            // Write slots; compute new bitmaps.
+            // Write slots and compute new bitmaps, leaf by leaf. Every put
+            // takes a currently free slot (a replaced record's slot is freed by
+            // the same publish). A leaf without enough free slots overflows
+            // into new leaves written here and linked by the same commit.
+            let bits: Vec<u64> = leaves.iter().map(|l| leaf::bitmap(r, l.off)).collect();
             let mut newbits = bits.clone();
+            let mut next_ops: Vec<(usize, u64)> = Vec::new();
+            let mut created: Vec<(u64, Arc<[u8]>)> = Vec::new();
             let mut old_recs = Vec::new();
             let (mut dkeys, mut dbytes) = (0i64, 0i64);
-            for (p, &i) in plan.iter().zip(&keyleaf) {
+            let mut failed: Option<Error> = None;
+            for i in 0..leaves.len() {
                 let off = leaves[i].off;
-                if let Some(f) = self.find(off, &p.key, p.fp) {
-                    newbits[i] &= !(1u64 << f.slot);
-                    let ov = leaf::record_lens(r, f.rec).map_or(0, |(_, v)| v as i64);
-                    dkeys -= 1;
-                    dbytes -= p.key.len() as i64 + ov;
-                    old_recs.push(f.rec);
+                let mine: Vec<&Planned> = plan.iter().zip(&keyleaf).filter(|(_, k)| **k == i).map(|(p, _)| p).collect();
+                let need = mine.iter().filter(|p| p.rec.is_some()).count() as u32;
+                let mut used = bits[i];
+                let take_slot = |used: &mut u64| {
+                    let j = (!*used).trailing_zeros() as usize;
+                    *used |= 1 << j;
+                    j
+                };
+                if need <= bits[i].count_zeros() {
+                    for p in &mine {
+                        if let Some(f) = self.find(off, &p.key, p.fp) {
+                            newbits[i] &= !(1u64 << f.slot);
+                            let ov = leaf::record_lens(r, f.rec).map_or(0, |(_, v)| v as i64);
+                            dkeys -= 1;
+                            dbytes -= p.key.len() as i64 + ov;
+                            old_recs.push(f.rec);
+                        }
+                        if let Some(rec) = p.rec {
+                            let j = take_slot(&mut used);
+                            leaf::write_slot(r, off, j, rec, p.fp);
+                            newbits[i] |= 1 << j;
+                            dkeys += 1;
+                            dbytes += (p.key.len() + p.vlen) as i64;
+                        }
+                    }
+                    continue;
                 }
-                if let Some(rec) = p.rec {
-                    let j = (!(bits[i] | newbits[i])).trailing_zeros() as usize;
-                    leaf::write_slot(r, off, j, rec, p.fp);
-                    bits[i] |= 1 << j; // not free for the next put in this leaf
-                    newbits[i] |= 1 << j;
-                    dkeys += 1;
-                    dbytes += (p.key.len() + p.vlen) as i64;
+                // Overflow: the leaf's final contents, in key order.
+                let fps = leaf::fingerprints(r, off);
+                let mut fin: BTreeMap<Vec<u8>, (u64, u8, Option<usize>)> = leaf::live(bits[i])
+                    .map(|j| {
+                        let rec = leaf::slot(r, off, j);
+                        (leaf::record_key(r, rec).to_vec(), (rec, fps[j], Some(j)))
+                    })
+                    .collect();
+                for p in &mine {
+                    if let Some((orec, _, _)) = fin.remove(&p.key) {
+                        let ov = leaf::record_lens(r, orec).map_or(0, |(_, v)| v as i64);
+                        dkeys -= 1;
+                        dbytes -= p.key.len() as i64 + ov;
+                        old_recs.push(orec);
+                    }
+                    if let Some(rec) = p.rec {
+                        fin.insert(p.key.clone(), (rec, p.fp, None));
+                        dkeys += 1;
+                        dbytes += (p.key.len() + p.vlen) as i64;
+                    }
+                }
+                let entries: Vec<(Vec<u8>, (u64, u8, Option<usize>))> = fin.into_iter().collect();
+                // What stays: the longest prefix of at most FILL entries whose
+                // new records fit the leaf's free slots.
+                let free = bits[i].count_zeros();
+                let (mut keep, mut news) = (0usize, 0u32);
+                while keep < entries.len() && keep < FILL {
+                    if entries[keep].1.2.is_none() {
+                        if news == free {
+                            break;
+                        }
+                        news += 1;
+                    }
+                    keep += 1;
+                }
+                if keep == 0 {
+                    // A full leaf whose first key is new: split it, retry.
+                    failed = Some(match self.split(&leaves[i]) {
+                        Ok(()) => Error::Conflict { attempts: 0 },
+                        Err(e) => e,
+                    });
+                    break;
+                }
+                let mut nb = 0u64;
+                for (_, (rec, fp, slot)) in &entries[..keep] {
+                    let j = match slot {
+                        Some(j) => *j,
+                        None => {
+                            let j = take_slot(&mut used);
+                            leaf::write_slot(r, off, j, *rec, *fp);
+                            j
+                        }
+                    };
+                    nb |= 1 << j;
+                }
+                newbits[i] = nb;
+                let mut next = leaf::next(r, off);
+                let chunks: Vec<&[(Vec<u8>, (u64, u8, Option<usize>))]> = entries[keep..].chunks(FILL).collect();
+                for chunk in chunks.into_iter().rev() {
+                    let nl = match self.heap.alloc(leaf::LEAF_BYTES) {
+                        Ok(nl) => nl,
+                        Err(e) => {
+                            failed = Some(e.into());
+                            break;
+                        }
+                    };
+                    let moved: Vec<(u64, u8)> = chunk.iter().map(|(_, (rec, fp, _))| (*rec, *fp)).collect();
+                    leaf::init(r, nl, &moved, next);
+                    created.push((nl, Arc::from(chunk[0].0.as_slice())));
+                    next = nl;
+                }
+                if failed.is_some() {
+                    break;
+                }
+                next_ops.push((i, next));
+            }
+            if let Some(e) = failed {
+                for (nl, _) in &created {
+                    let _ = self.heap.free(*nl);
+                }
+                unlock_all(&leaves);
+                match e {
+                    Error::Conflict { attempts: 0 } => continue 'retry,
+                    e => return Err(e),
                 }
             }
-            let changed: Vec<usize> =
-                (0..leaves.len()).filter(|&i| newbits[i] != leaf::bitmap(r, leaves[i].off)).collect();
-            let result = if changed.len() <= 1 {
+            let changed: Vec<usize> = (0..leaves.len()).filter(|&i| newbits[i] != bits[i]).collect();
+            let result = if changed.len() <= 1 && next_ops.is_empty() {
                 // One leaf: its bitmap is the single 8-byte publish.
                 r.drain().map_err(Error::from).and_then(|()| {
                     for &i in &changed {
@@ -235,11 +319,12 @@ impl Store {
                     r.drain().map_err(Error::from)
                 })
             } else {
-                let ops: Vec<[u8; 17]> =
+                let mut ops: Vec<[u8; 17]> =
                     changed.iter().map(|&i| encode_set(leaf::bitmap_off(leaves[i].off), newbits[i])).collect();
+                ops.extend(next_ops.iter().map(|&(i, n)| encode_set(leaf::next_off(leaves[i].off), n)));
                 let _g = self.log_lock.lock();
-                // Records and slots durable first: the entry that publishes
-                // them could reach media before its own commit drain.
+                // Records, slots and new leaves durable first: the entry that
+                // publishes them could reach media before its commit drain.
                 r.drain()
                     .map_err(Error::from)
                     .and_then(|()| self.log.append_commit(&ops).map_err(Error::from))
@@ -247,9 +332,22 @@ impl Store {
                         for &i in &changed {
                             leaf::publish_bitmap(r, leaves[i].off, newbits[i]);
                         }
+                        for &(i, n) in &next_ops {
+                            leaf::publish_next(r, leaves[i].off, n);
+                        }
                         self.log.checkpoint(seq).map_err(Error::from)
                     })
             };
+            if result.is_ok() {
+                for (nl, sep) in created {
+                    self.index.insert(LeafRef::new(nl, sep));
+                }
+            } else if matches!(result, Err(Error::TooLarge(_))) {
+                // Never logged, so never linked.
+                for (nl, _) in &created {
+                    let _ = self.heap.free(*nl);
+                }
+            }
             unlock_all(&leaves);
             result?;
             for rec in old_recs {

@@ -110,9 +110,10 @@ fn crash_at_every_drain_of_2000_operations() {
                 }),
             )
         } else {
-            let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..rng.gen_range(2..8))
-                .map(|_| (key(&mut rng), if rng.gen_bool(0.8) { Some(value(&mut rng)) } else { None }))
-                .collect();
+            // Mostly small; now and then more keys than a leaf holds.
+            let n = if rng.gen_range(0..40) == 0 { rng.gen_range(70..130) } else { rng.gen_range(2..8) };
+            let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+                (0..n).map(|_| (key(&mut rng), if rng.gen_bool(0.8) { Some(value(&mut rng)) } else { None })).collect();
             for (k, v) in &ops {
                 match v {
                     Some(v) => after.insert(k.clone(), v.clone()),
