@@ -19,6 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 const MAX_ATTEMPTS: u32 = 64;
+/// A leaf's final entry in an overflow: key, then record, fingerprint and
+/// the slot it already has (`None` for a new record).
+type Final = (Vec<u8>, (u64, u8, Option<usize>));
 /// Entries per leaf when a transaction fills new leaves (room left to grow).
 const FILL: usize = 48;
 
@@ -244,7 +247,7 @@ impl Store {
                         dbytes += (p.key.len() + p.vlen) as i64;
                     }
                 }
-                let entries: Vec<(Vec<u8>, (u64, u8, Option<usize>))> = fin.into_iter().collect();
+                let entries: Vec<Final> = fin.into_iter().collect();
                 // What stays: the longest prefix of at most FILL entries whose
                 // new records fit the leaf's free slots.
                 let free = bits[i].count_zeros();
@@ -280,7 +283,7 @@ impl Store {
                 }
                 newbits[i] = nb;
                 let mut next = leaf::next(r, off);
-                let chunks: Vec<&[(Vec<u8>, (u64, u8, Option<usize>))]> = entries[keep..].chunks(FILL).collect();
+                let chunks: Vec<&[Final]> = entries[keep..].chunks(FILL).collect();
                 for chunk in chunks.into_iter().rev() {
                     let nl = match self.heap.alloc(leaf::LEAF_BYTES) {
                         Ok(nl) => nl,

@@ -15,11 +15,11 @@
 //! while it stays pinned.
 
 use crate::sync::{AtomicU64, Ordering};
-use std::sync::atomic::fence;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
+use std::sync::atomic::fence;
 
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
