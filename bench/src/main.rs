@@ -6,6 +6,7 @@ mod alloc;
 mod log;
 mod persist;
 mod report;
+mod store;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ enum Cmd {
     Persist(persist::PersistArgs),
     /// The persistent allocator: alloc+free pairs per second, space overhead.
     Alloc(alloc::AllocArgs),
+    /// The embedded store: fills, reads, scans, deletes, recovery, space.
+    Store(store::StoreArgs),
     /// The redo log: commits per second and drains per commit.
     Log(log::LogArgs),
 }
@@ -57,6 +60,10 @@ fn main() {
                     checks.push((what, d < 1.0));
                 }
             }
+            finish(rows, checks, cli.json);
+        }
+        Cmd::Store(a) => {
+            let (rows, checks) = store::run(&a);
             finish(rows, checks, cli.json);
         }
         Cmd::Alloc(a) => {

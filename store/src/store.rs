@@ -620,6 +620,13 @@ impl Store {
         self.close_inner()
     }
 
+    /// Drop the store without a clean close, leaving the pool as a crash
+    /// would (everything acknowledged is durable; the next open recovers).
+    /// For tests and benchmarks of recovery.
+    pub fn abandon(self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
     fn close_inner(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
