@@ -62,7 +62,7 @@ impl Store {
                 if key < sep || next_sep.as_ref().is_some_and(|ns| key >= *ns) {
                     rep.problems.push(format!("leaf {cur}: key {key:?} outside the leaf's range"));
                 }
-                let routed = self.index.load().route(&key).1.off;
+                let routed = self.index.load().route(&key).off;
                 if routed != cur {
                     rep.problems.push(format!("key {key:?} is in leaf {cur} but the index routes it to {routed}"));
                 }

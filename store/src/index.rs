@@ -94,84 +94,178 @@ impl LeafRef {
 /// A separator key and its leaf.
 pub(crate) type Entry = (Arc<[u8]>, Arc<LeafRef>);
 
+/// A node's separator keys, stored contiguously for cache-friendly search:
+/// the bytes of all keys, their end offsets, the longest common prefix of
+/// keys 1.. (key 0 is the node's lower bound, often empty), and for each key
+/// the 8 bytes after that prefix as a big-endian integer, so most
+/// comparisons are one integer compare.
+#[derive(Debug)]
+struct Seps {
+    buf: Box<[u8]>,
+    ends: Box<[u32]>,
+    pfx: Box<[u64]>,
+    lcp: usize,
+}
+
+fn pfx8(k: &[u8], from: usize) -> u64 {
+    let mut b = [0u8; 8];
+    if from < k.len() {
+        let n = (k.len() - from).min(8);
+        b[..n].copy_from_slice(&k[from..from + n]);
+    }
+    u64::from_be_bytes(b)
+}
+
+impl Seps {
+    fn new<K: AsRef<[u8]>>(keys: &[K]) -> Seps {
+        let mut buf = Vec::with_capacity(keys.iter().map(|k| k.as_ref().len()).sum());
+        let mut ends = Vec::with_capacity(keys.len());
+        for k in keys {
+            buf.extend_from_slice(k.as_ref());
+            ends.push(buf.len() as u32);
+        }
+        let lcp = match keys.get(1) {
+            None => 0,
+            Some(first) => {
+                let first = first.as_ref();
+                keys[2..].iter().fold(first.len(), |l, k| {
+                    let k = k.as_ref();
+                    l.min(first.iter().zip(k).take_while(|(a, b)| a == b).count())
+                })
+            }
+        };
+        let pfx = keys.iter().map(|k| pfx8(k.as_ref(), lcp)).collect();
+        Seps { buf: buf.into(), ends: ends.into(), pfx, lcp }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> &[u8] {
+        let s = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.buf[s..self.ends[i] as usize]
+    }
+
+    fn all(&self) -> Vec<&[u8]> {
+        (0..self.len()).map(|i| self.get(i)).collect()
+    }
+
+    /// Greatest `i` with `key(i) <= q`, given `key(0) <= q`: the number of
+    /// keys among 1.. that are `<= q`.
+    #[inline]
+    fn pos_le(&self, q: &[u8]) -> usize {
+        let n = self.len();
+        if n <= 1 {
+            return 0;
+        }
+        let lcp = &self.get(1)[..self.lcp];
+        let m = q.len().min(lcp.len());
+        match q[..m].cmp(&lcp[..m]) {
+            std::cmp::Ordering::Less => return 0,
+            std::cmp::Ordering::Greater => return n - 1,
+            std::cmp::Ordering::Equal if q.len() < lcp.len() => return 0,
+            std::cmp::Ordering::Equal => {}
+        }
+        let qp = pfx8(q, self.lcp);
+        let tail = &q[self.lcp..];
+        let (mut lo, mut hi) = (1usize, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let p = self.pfx[mid];
+            let le = p < qp || (p == qp && self.get(mid)[self.lcp..] <= *tail);
+            if le {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo - 1
+    }
+
+    /// Number of keys `<= k` (plain comparisons; off the hot path).
+    fn count_le(&self, k: &[u8]) -> usize {
+        (0..self.len()).collect::<Vec<_>>().partition_point(|&i| self.get(i) <= k)
+    }
+
+    /// Number of keys `< k`.
+    fn count_lt(&self, k: &[u8]) -> usize {
+        (0..self.len()).collect::<Vec<_>>().partition_point(|&i| self.get(i) < k)
+    }
+}
+
 #[derive(Debug)]
 enum Kids {
     Inner(Vec<Arc<Node>>),
     Leaves(Vec<Arc<LeafRef>>),
 }
 
-/// An immutable index node: `keys[i]` is the lowest separator under child
+/// An immutable index node: separator `i` is the lowest key under child
 /// `i`; the leftmost node on every level starts with the empty key.
 #[derive(Debug)]
 pub(crate) struct Node {
-    keys: Vec<Arc<[u8]>>,
+    seps: Seps,
     kids: Kids,
 }
 
-/// Greatest `i` with `keys[i] <= key` (0 if none).
-fn pos_le(keys: &[Arc<[u8]>], key: &[u8]) -> usize {
-    keys.partition_point(|k| &**k <= key).saturating_sub(1)
-}
-
 impl Node {
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// The leaf whose range holds `key`, with its separator.
-    pub(crate) fn route(&self, key: &[u8]) -> (&Arc<[u8]>, &Arc<LeafRef>) {
-        let i = pos_le(&self.keys, key);
-        match &self.kids {
-            Kids::Inner(c) => c[i].route(key),
-            Kids::Leaves(l) => (&self.keys[i], &l[i]),
+    /// The leaf whose range holds `key`.
+    #[inline]
+    pub(crate) fn route(&self, key: &[u8]) -> &Arc<LeafRef> {
+        let mut n = self;
+        loop {
+            let i = n.seps.pos_le(key);
+            match &n.kids {
+                Kids::Inner(c) => n = &c[i],
+                Kids::Leaves(l) => return &l[i],
+            }
         }
     }
 
     /// The leaf with the smallest separator greater than `sep`.
-    pub(crate) fn after(&self, sep: &[u8]) -> Option<(&Arc<[u8]>, &Arc<LeafRef>)> {
+    pub(crate) fn after(&self, sep: &[u8]) -> Option<&Arc<LeafRef>> {
         match &self.kids {
-            Kids::Leaves(l) => {
-                let i = self.keys.partition_point(|k| &**k <= sep);
-                (i < l.len()).then(|| (&self.keys[i], &l[i]))
-            }
+            Kids::Leaves(l) => l.get(self.seps.count_le(sep)),
             Kids::Inner(c) => {
-                let i = pos_le(&self.keys, sep);
+                let i = self.seps.count_le(sep).saturating_sub(1);
                 c[i].after(sep).or_else(|| c.get(i + 1).map(|n| n.leftmost()))
             }
         }
     }
 
     /// The leaf with the greatest separator smaller than `sep`.
-    pub(crate) fn before(&self, sep: &[u8]) -> Option<(&Arc<[u8]>, &Arc<LeafRef>)> {
-        let i = self.keys.partition_point(|k| &**k < sep);
+    pub(crate) fn before(&self, sep: &[u8]) -> Option<&Arc<LeafRef>> {
+        let i = self.seps.count_lt(sep);
         if i == 0 {
             return None;
         }
         match &self.kids {
-            Kids::Leaves(l) => Some((&self.keys[i - 1], &l[i - 1])),
+            Kids::Leaves(l) => Some(&l[i - 1]),
             Kids::Inner(c) => c[i - 1].before(sep),
         }
     }
 
-    fn leftmost(&self) -> (&Arc<[u8]>, &Arc<LeafRef>) {
+    fn leftmost(&self) -> &Arc<LeafRef> {
         match &self.kids {
             Kids::Inner(c) => c[0].leftmost(),
-            Kids::Leaves(l) => (&self.keys[0], &l[0]),
+            Kids::Leaves(l) => &l[0],
         }
     }
 
     /// The leaf with the greatest separator.
-    pub(crate) fn rightmost(&self) -> (&Arc<[u8]>, &Arc<LeafRef>) {
+    pub(crate) fn rightmost(&self) -> &Arc<LeafRef> {
         match &self.kids {
             Kids::Inner(c) => c[c.len() - 1].rightmost(),
-            Kids::Leaves(l) => (&self.keys[l.len() - 1], &l[l.len() - 1]),
+            Kids::Leaves(l) => &l[l.len() - 1],
         }
     }
 
     fn collect(&self, out: &mut Vec<Entry>) {
         match &self.kids {
             Kids::Inner(c) => c.iter().for_each(|n| n.collect(out)),
-            Kids::Leaves(l) => out.extend(self.keys.iter().cloned().zip(l.iter().cloned())),
+            Kids::Leaves(l) => out.extend(l.iter().map(|l| (l.sep.clone(), l.clone()))),
         }
     }
 
@@ -182,69 +276,72 @@ impl Node {
         }
     }
 
-    /// Path copy with `(sep, leaf)` added; returns the new node and, if it
+    fn first_key(&self) -> &[u8] {
+        self.seps.get(0)
+    }
+
+    /// Path copy with `leaf` added; returns the new node and, if it
     /// overflowed, a right sibling.
-    fn with(&self, sep: &Arc<[u8]>, leaf: &Arc<LeafRef>) -> (Node, Option<Node>) {
-        let mut keys = self.keys.clone();
+    fn with(&self, leaf: &Arc<LeafRef>) -> (Node, Option<Node>) {
+        let sep: &[u8] = &leaf.sep;
+        let mut keys: Vec<Vec<u8>> = self.seps.all().into_iter().map(|k| k.to_vec()).collect();
         let kids = match &self.kids {
             Kids::Leaves(l) => {
-                let i = keys.partition_point(|k| **k <= **sep);
+                let i = self.seps.count_le(sep);
                 let mut l = l.clone();
-                keys.insert(i, sep.clone());
+                keys.insert(i, sep.to_vec());
                 l.insert(i, leaf.clone());
                 Kids::Leaves(l)
             }
             Kids::Inner(c) => {
-                let i = pos_le(&keys, sep);
-                let (n, extra) = c[i].with(sep, leaf);
+                let i = self.seps.count_le(sep).saturating_sub(1);
+                let (n, extra) = c[i].with(leaf);
                 let mut c = c.clone();
                 c[i] = Arc::new(n);
                 if let Some(e) = extra {
-                    keys.insert(i + 1, e.keys[0].clone());
+                    keys.insert(i + 1, e.first_key().to_vec());
                     c.insert(i + 1, Arc::new(e));
                 }
                 Kids::Inner(c)
             }
         };
-        let node = Node { keys, kids };
-        if node.len() <= FANOUT { (node, None) } else { node.split() }
-    }
-
-    fn split(self) -> (Node, Option<Node>) {
-        let mid = self.keys.len() / 2;
-        let mut keys = self.keys;
-        let rkeys = keys.split_off(mid);
-        let (l, r) = match self.kids {
-            Kids::Leaves(mut l) => {
-                let r = l.split_off(mid);
-                (Kids::Leaves(l), Kids::Leaves(r))
-            }
-            Kids::Inner(mut c) => {
-                let r = c.split_off(mid);
-                (Kids::Inner(c), Kids::Inner(r))
-            }
-        };
-        (Node { keys, kids: l }, Some(Node { keys: rkeys, kids: r }))
+        if keys.len() <= FANOUT {
+            (Node { seps: Seps::new(&keys), kids }, None)
+        } else {
+            let mid = keys.len() / 2;
+            let rkeys = keys.split_off(mid);
+            let (l, r) = match kids {
+                Kids::Leaves(mut l) => {
+                    let r = l.split_off(mid);
+                    (Kids::Leaves(l), Kids::Leaves(r))
+                }
+                Kids::Inner(mut c) => {
+                    let r = c.split_off(mid);
+                    (Kids::Inner(c), Kids::Inner(r))
+                }
+            };
+            (Node { seps: Seps::new(&keys), kids: l }, Some(Node { seps: Seps::new(&rkeys), kids: r }))
+        }
     }
 
     /// Path copy without separator `sep` (which must not be the first).
     /// `None` if the node became empty.
     fn without(&self, sep: &[u8]) -> Option<Node> {
-        let mut keys = self.keys.clone();
+        let mut keys: Vec<Vec<u8>> = self.seps.all().into_iter().map(|k| k.to_vec()).collect();
         let kids = match &self.kids {
             Kids::Leaves(l) => {
-                let i = keys.iter().position(|k| &**k == sep)?;
+                let i = keys.iter().position(|k| k.as_slice() == sep)?;
                 let mut l = l.clone();
                 keys.remove(i);
                 l.remove(i);
                 Kids::Leaves(l)
             }
             Kids::Inner(c) => {
-                let i = pos_le(&keys, sep);
+                let i = self.seps.count_le(sep).saturating_sub(1);
                 let mut c = c.clone();
                 match c[i].without(sep) {
                     Some(n) => {
-                        keys[i] = n.keys[0].clone();
+                        keys[i] = n.first_key().to_vec();
                         c[i] = Arc::new(n);
                     }
                     None => {
@@ -255,7 +352,7 @@ impl Node {
                 Kids::Inner(c)
             }
         };
-        (!keys.is_empty()).then_some(Node { keys, kids })
+        (!keys.is_empty()).then(|| Node { seps: Seps::new(&keys), kids })
     }
 }
 
@@ -269,24 +366,20 @@ impl Index {
     /// Build from the leaves in key order; the first separator must be empty.
     pub(crate) fn build(leaves: Vec<Arc<LeafRef>>) -> Index {
         assert!(!leaves.is_empty() && leaves[0].sep.is_empty());
-        let entries: Vec<Entry> = leaves.into_iter().map(|l| (l.sep.clone(), l)).collect();
-        let (mut keys, leaves): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
-        let mut level: Vec<Node> = Vec::new();
-        let mut leaves = leaves;
-        while !keys.is_empty() {
-            let take = keys.len().min(FANOUT);
-            let rest_k = keys.split_off(take);
-            let rest_l = leaves.split_off(take);
-            level.push(Node { keys: std::mem::replace(&mut keys, rest_k), kids: Kids::Leaves(leaves) });
-            leaves = rest_l;
-        }
+        let mut level: Vec<Node> = leaves
+            .chunks(FANOUT)
+            .map(|c| Node {
+                seps: Seps::new(&c.iter().map(|l| &*l.sep).collect::<Vec<_>>()),
+                kids: Kids::Leaves(c.to_vec()),
+            })
+            .collect();
         while level.len() > 1 {
             let mut up = Vec::new();
             let mut it = level.into_iter().peekable();
             while it.peek().is_some() {
                 let group: Vec<Node> = it.by_ref().take(FANOUT).collect();
-                let keys = group.iter().map(|n| n.keys[0].clone()).collect();
-                up.push(Node { keys, kids: Kids::Inner(group.into_iter().map(Arc::new).collect()) });
+                let keys: Vec<Vec<u8>> = group.iter().map(|n| n.first_key().to_vec()).collect();
+                up.push(Node { seps: Seps::new(&keys), kids: Kids::Inner(group.into_iter().map(Arc::new).collect()) });
             }
             level = up;
         }
@@ -308,14 +401,13 @@ impl Index {
 
     /// Add a leaf (after a split). The caller holds the split leaf's lock.
     pub(crate) fn insert(&self, leaf: Arc<LeafRef>) {
-        let sep = leaf.sep.clone();
         let _g = self.smo.lock();
         let cur = self.root.load_full();
-        let (n, extra) = cur.with(&sep, &leaf);
+        let (n, extra) = cur.with(&leaf);
         let root = match extra {
             None => n,
             Some(e) => Node {
-                keys: vec![n.keys[0].clone(), e.keys[0].clone()],
+                seps: Seps::new(&[n.first_key().to_vec(), e.first_key().to_vec()]),
                 kids: Kids::Inner(vec![Arc::new(n), Arc::new(e)]),
             },
         };
@@ -333,7 +425,7 @@ impl Index {
             }
             let only = c[0].clone();
             n = Node {
-                keys: only.keys.clone(),
+                seps: Seps::new(&only.seps.all()),
                 kids: match &only.kids {
                     Kids::Inner(c) => Kids::Inner(c.clone()),
                     Kids::Leaves(l) => Kids::Leaves(l.clone()),
@@ -377,16 +469,16 @@ mod tests {
         let snap = idx.load();
         for probe in ["", "0", "000500", "050000", "099999", "z"] {
             let want = model.range(..=probe.to_string()).next_back().unwrap();
-            let (sep, leaf) = snap.route(probe.as_bytes());
-            assert_eq!((&**sep, leaf.off), (want.0.as_bytes(), *want.1), "{probe}");
+            let leaf = snap.route(probe.as_bytes());
+            assert_eq!((&*leaf.sep, leaf.off), (want.0.as_bytes(), *want.1), "{probe}");
         }
         for (s, _) in model.iter().take(50) {
             let want =
                 model.range::<String, _>((std::ops::Bound::Excluded(s.clone()), std::ops::Bound::Unbounded)).next();
-            let got = snap.after(s.as_bytes()).map(|(k, l)| (k.to_vec(), l.off));
+            let got = snap.after(s.as_bytes()).map(|l| (l.sep.to_vec(), l.off));
             assert_eq!(got, want.map(|(k, v)| (k.as_bytes().to_vec(), *v)));
             let want = model.range(..s.clone()).next_back();
-            let got = snap.before(s.as_bytes()).map(|(k, l)| (k.to_vec(), l.off));
+            let got = snap.before(s.as_bytes()).map(|l| (l.sep.to_vec(), l.off));
             assert_eq!(got, want.map(|(k, v)| (k.as_bytes().to_vec(), *v)));
         }
         drop(snap);
@@ -400,6 +492,48 @@ mod tests {
         assert_eq!(got, want);
         let rebuilt = Index::build(idx.entries().into_iter().map(|e| e.1).collect());
         assert_eq!(rebuilt.leaves(), model.len());
-        assert_eq!(rebuilt.load().rightmost().1.off, *model.values().last().unwrap());
+        assert_eq!(rebuilt.load().rightmost().off, *model.values().last().unwrap());
+    }
+
+    #[test]
+    fn prefix_compression_routes_like_a_btreemap() {
+        // Keys sharing long prefixes, differing late, with zero bytes and
+        // proper prefixes of one another.
+        let mut state = 7u64;
+        let mut rnd = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut model = std::collections::BTreeMap::new();
+        model.insert(Vec::new(), 0u64);
+        let idx = Index::build(vec![LeafRef::new(0, Arc::from(&b""[..]))]);
+        let mk = |r: u64| -> Vec<u8> {
+            let mut k = b"common/prefix/".to_vec();
+            let tail = (r % 5) as usize + (r >> 60) as usize;
+            for i in 0..tail {
+                k.push((r.rotate_right((i * 5) as u32 % 64) % 3) as u8); // bytes 0, 1, 2
+            }
+            k
+        };
+        for i in 1..3000u64 {
+            let k = mk(rnd());
+            if model.contains_key(&k) {
+                continue;
+            }
+            model.insert(k.clone(), i);
+            idx.insert(LeafRef::new(i, Arc::from(k.as_slice())));
+        }
+        let snap = idx.load();
+        for _ in 0..20_000 {
+            let q = mk(rnd());
+            let want = model.range(..=q.clone()).next_back().unwrap();
+            assert_eq!(snap.route(&q).off, *want.1, "query {q:?}");
+        }
+        for q in [&b""[..], b"a", b"common/prefix", b"common/prefix/", b"zzz"] {
+            let want = model.range(..=q.to_vec()).next_back().unwrap();
+            assert_eq!(snap.route(q).off, *want.1, "query {q:?}");
+        }
     }
 }

@@ -67,7 +67,7 @@ impl<'a> Iter<'a> {
         let _pin = s.heap.pin();
         loop {
             let snap = s.index.load();
-            let (sep, leaf) = match (&self.cursor, self.fwd) {
+            let leaf = match (&self.cursor, self.fwd) {
                 (None, true) => match &self.lo {
                     Bound::Unbounded => snap.route(b""),
                     Bound::Included(k) | Bound::Excluded(k) => snap.route(k),
@@ -85,7 +85,8 @@ impl<'a> Iter<'a> {
                     }
                 },
             };
-            let (sep, leaf) = (sep.clone(), leaf.clone());
+            let leaf = leaf.clone();
+            let sep = leaf.sep.clone();
             let v = leaf.read_begin();
             let bits = leaf::bitmap(r, leaf.off);
             let mut got: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -101,7 +102,7 @@ impl<'a> Iter<'a> {
                     got.push((k.to_vec(), leaf::record_value(r, rec).to_vec()));
                 }
             }
-            let next = if self.fwd { snap.after(&sep).map(|(k, _)| k.clone()) } else { None };
+            let next = if self.fwd { snap.after(&sep).map(|l| l.sep.clone()) } else { None };
             if !(leaf.validate(v) && s.index.is_current(&snap)) {
                 continue;
             }

@@ -319,7 +319,7 @@ impl Store {
         let fp = leaf::fingerprint(key);
         loop {
             let snap = self.index.load();
-            let (_, leaf) = snap.route(key);
+            let leaf = snap.route(key);
             let v = leaf.read_begin();
             let out = f(self.find(leaf.off, key, fp).map(|x| x.rec));
             if leaf.validate(v) && self.index.is_current(&snap) {
@@ -356,9 +356,9 @@ impl Store {
     /// Route `key` and lock its leaf, making sure the leaf still owns it.
     pub(crate) fn lock_leaf(&self, key: &[u8]) -> Arc<LeafRef> {
         loop {
-            let leaf = self.index.load().route(key).1.clone();
+            let leaf = self.index.load().route(key).clone();
             leaf.lock();
-            if !leaf.is_dead() && Arc::ptr_eq(self.index.load().route(key).1, &leaf) {
+            if !leaf.is_dead() && Arc::ptr_eq(self.index.load().route(key), &leaf) {
                 return leaf;
             }
             leaf.unlock();
@@ -476,7 +476,7 @@ impl Store {
         let r = &*self.region;
         let snap = self.index.load();
         let sep = leaf.sep.clone();
-        let Some((_, prev)) = snap.before(&sep) else { return };
+        let Some(prev) = snap.before(&sep) else { return };
         let prev = prev.clone();
         drop(snap);
         if !prev.try_lock() {

@@ -151,7 +151,7 @@ impl Store {
             let snap = self.index.load();
             let mut leaves: Vec<Arc<LeafRef>> = Vec::new();
             for k in plan.iter().map(|p| p.key.as_slice()).chain(reads.keys().map(|k| k.as_slice())) {
-                let l = snap.route(k).1;
+                let l = snap.route(k);
                 if !leaves.iter().any(|x| Arc::ptr_eq(x, l)) {
                     leaves.push(l.clone());
                 }
@@ -163,7 +163,7 @@ impl Store {
             }
             let unlock_all = |ls: &[Arc<LeafRef>]| ls.iter().for_each(|l| l.unlock());
             let snap = self.index.load();
-            let owner = |k: &[u8]| leaves.iter().position(|l| Arc::ptr_eq(l, snap.route(k).1));
+            let owner = |k: &[u8]| leaves.iter().position(|l| Arc::ptr_eq(l, snap.route(k)));
             let mut keyleaf = Vec::with_capacity(plan.len());
             for p in plan {
                 match owner(&p.key) {
