@@ -302,7 +302,8 @@ fn exec(cmd: Cmd) -> Result<ExitCode, String> {
                 Ok(s) => s.close().map_err(|e| format!("close: {e}"))?,
                 Err(_) => return Err("store still in use at exit; not closed cleanly".into()),
             }
-            println!("daxkv: pool closed cleanly");
+            // stdout may be gone by now (a supervisor that stopped reading).
+            let _ = writeln!(std::io::stdout(), "daxkv: pool closed cleanly");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Create { path, pool_args } => {

@@ -1,0 +1,283 @@
+//! The `daxkv` binary: `serve` with SIGTERM/SIGINT, a scripted `redis-cli`
+//! session, the scripting subcommands, dump/load, and a quick kill torture
+//! (SIGKILL under pipelined load, restart, every acknowledged SET there).
+
+mod common;
+
+use common::pool_path;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_daxkv");
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    lines: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // A failed test must not leave its server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `daxkv serve` on a free port; wait for its ready line.
+fn serve(pool: &Path, extra: &[&str]) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--pool", pool.to_str().unwrap(), "--size", "256M", "--port", "0", "--threads", "2"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        assert!(out.read_line(&mut l).unwrap() > 0, "server exited early: {lines:?}");
+        lines.push(l.trim_end().to_string());
+        if let Some(rest) = l.trim_end().strip_prefix("daxkv: ready on ") {
+            let addr = rest.split(' ').next().unwrap().trim_end_matches(',').parse().unwrap();
+            // Keep reading stdout so that the server never blocks on it.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                let _ = out.read_to_string(&mut sink);
+                print!("{sink}");
+            });
+            return Proc { child, addr, lines };
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+}
+
+fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(t.elapsed() < limit, "server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+struct Cleanup(Vec<PathBuf>);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Open the pool and report whether this open needed recovery.
+fn opened_clean(pool: &Path) -> bool {
+    let (ok, out) = cli(&["info", pool.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    out.lines().any(|l| l.starts_with("opened:") && l.ends_with("clean"))
+}
+
+#[test]
+fn sigterm_and_sigint_close_the_pool_cleanly() {
+    let pool = pool_path("sig");
+    let _c = Cleanup(vec![pool.clone()]);
+    for sig in ["TERM", "INT"] {
+        let mut p = serve(&pool, &[]);
+        assert!(p.lines.iter().any(|l| l.contains("persistence")), "backend not printed: {:?}", p.lines);
+        let mut c = redis::Client::open(format!("redis://{}/", p.addr)).unwrap().get_connection().unwrap();
+        let _: () = redis::cmd("SET").arg(format!("key-{sig}")).arg(sig).query(&mut c).unwrap();
+        signal(&p.child, sig);
+        let st = wait(&mut p.child, Duration::from_secs(20));
+        assert!(st.success(), "exit {st:?}");
+        assert!(opened_clean(&pool), "pool needed recovery after SIG{sig}");
+    }
+    let (ok, out) = cli(&["get", pool.to_str().unwrap(), "key-TERM"]);
+    assert!(ok && out == "TERM\n");
+}
+
+#[test]
+fn redis_cli_scripted_session() {
+    let pool = pool_path("cli");
+    let _c = Cleanup(vec![pool.clone()]);
+    let mut p = serve(&pool, &[]);
+    let script = "PING\nSET greeting \"hello world\"\nGET greeting\nINCR visits\nINCRBY visits 9\nMSET a 1 b 2\nMGET a b nokey\nEXISTS a b nokey\nDEL a\nKEYS *\nAPPEND greeting !\nSTRLEN greeting\nGETRANGE greeting 0 4\nTYPE greeting\nDBSIZE\nNOSUCHCMD x\nGET\nMULTI\nINCR visits\nGET visits\nEXEC\nCONFIG GET appendonly\n";
+    let mut child = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli must be installed (Debian's redis-tools; .ci/install installs it)");
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let got = String::from_utf8(out.stdout).unwrap();
+    let want = "PONG\nOK\nhello world\n1\n10\nOK\n1\n2\n\n2\n1\nb\ngreeting\nvisits\n12\n12\nhello\nstring\n3\nERR unknown command 'NOSUCHCMD', with args beginning with: 'x' \n\nERR wrong number of arguments for 'get' command\n\nOK\nQUEUED\nQUEUED\n11\n11\nappendonly\nno\n";
+    assert_eq!(got, want, "redis-cli output:\n{got}");
+    // SHUTDOWN through redis-cli stops the server and closes the pool.
+    let st = Command::new("redis-cli").args(["-p", &p.addr.port().to_string(), "SHUTDOWN"]).output().unwrap();
+    let _ = st;
+    let st = wait(&mut p.child, Duration::from_secs(20));
+    assert!(st.success());
+    assert!(opened_clean(&pool));
+}
+
+#[test]
+fn scripting_subcommands_and_dump_load() {
+    let pool = pool_path("script");
+    let copy = pool_path("copy");
+    let dump = PathBuf::from(format!("{}.dump", pool.display()));
+    let _c = Cleanup(vec![pool.clone(), copy.clone(), dump.clone()]);
+    let ps = pool.to_str().unwrap();
+    assert!(cli(&["create", ps, "--size", "64M"]).0);
+    assert!(!cli(&["create", ps, "--size", "64M"]).0, "create over an existing pool must fail");
+    assert!(cli(&["set", ps, "b", "2"]).0);
+    assert!(cli(&["set", ps, "a", "1"]).0);
+    assert!(cli(&["set", ps, "c d", "x\ty"]).0);
+    assert_eq!(cli(&["get", ps, "a"]), (true, "1\n".into()));
+    assert!(!cli(&["get", ps, "zz"]).0);
+    assert_eq!(cli(&["scan", ps]), (true, "a\t1\nb\t2\nc d\tx\\x09y\n".into()));
+    assert_eq!(cli(&["scan", ps, "b", "--keys-only"]), (true, "b\n".into()));
+    assert_eq!(cli(&["del", ps, "b", "zz"]), (true, "1\n".into()));
+    let (ok, out) = cli(&["check", ps]);
+    assert!(ok && out.contains("2 keys") && out.ends_with("ok\n"), "{out}");
+    let (ok, out) = cli(&["info", ps]);
+    assert!(ok && out.contains("keys:          2"), "{out}");
+    assert!(cli(&["dump", ps, dump.to_str().unwrap()]).0);
+    assert!(cli(&["load", copy.to_str().unwrap(), dump.to_str().unwrap(), "--size", "64M"]).0);
+    assert_eq!(cli(&["scan", copy.to_str().unwrap()]), cli(&["scan", ps]));
+    // A damaged or truncated dump is refused.
+    let mut bytes = std::fs::read(&dump).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xff;
+    std::fs::write(&dump, &bytes).unwrap();
+    assert!(!cli(&["load", copy.to_str().unwrap(), dump.to_str().unwrap()]).0);
+    std::fs::write(&dump, &bytes[..n - 10]).unwrap();
+    assert!(!cli(&["load", copy.to_str().unwrap(), dump.to_str().unwrap()]).0);
+    std::fs::write(&dump, b"not a dump at all").unwrap();
+    assert!(!cli(&["load", copy.to_str().unwrap(), dump.to_str().unwrap()]).0);
+}
+
+fn resp(args: &[&[u8]]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
+/// One writer: pipelines of 16 SETs; a reply `+OK` acknowledges its SET.
+/// Returns, per key, the (generation, sequence) of its last acknowledged
+/// value when the server dies.
+fn writer(addr: SocketAddr, id: usize, gen_: u64) -> HashMap<Vec<u8>, (u64, u64)> {
+    let mut acked = HashMap::new();
+    let Ok(mut s) = TcpStream::connect(addr) else { return acked };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut n = 0u64;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        let mut req = Vec::new();
+        let mut batch = Vec::new();
+        for _ in 0..16 {
+            let k = format!("w{id}-k{}", n % 3000).into_bytes();
+            let v = format!("{gen_}:{n}:{}", "x".repeat((n % 200) as usize)).into_bytes();
+            req.extend(resp(&[b"SET", &k, &v]));
+            batch.push((k, n));
+            n += 1;
+        }
+        if s.write_all(&req).is_err() {
+            return acked;
+        }
+        for (k, n) in batch {
+            let mut r = [0u8; 5];
+            if s.read_exact(&mut r).is_err() {
+                return acked;
+            }
+            assert_eq!(&r, b"+OK\r\n");
+            acked.insert(k, (gen_, n));
+        }
+    }
+    acked
+}
+
+/// (generation, sequence) of a stored value.
+fn version(v: &[u8]) -> (u64, u64) {
+    let s = String::from_utf8_lossy(v);
+    let mut it = s.split(':');
+    let g = it.next().unwrap().parse().unwrap();
+    let n = it.next().unwrap().parse().unwrap();
+    (g, n)
+}
+
+#[test]
+fn kill_torture_every_acknowledged_set_survives() {
+    let pool = pool_path("kill");
+    let _c = Cleanup(vec![pool.clone()]);
+    let mut model: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut total_acked = 0;
+    for round in 0..20u64 {
+        let mut p = serve(&pool, &[]);
+        // Every acknowledged SET is there: its value, or a later one of the
+        // same writer (written, not yet acknowledged when the kill came).
+        let mut c = TcpStream::connect(p.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let keys: Vec<&Vec<u8>> = model.keys().collect();
+        for chunk in keys.chunks(256) {
+            let req: Vec<u8> = chunk.iter().flat_map(|k| resp(&[b"GET", k])).collect();
+            c.write_all(&req).unwrap();
+            for k in chunk {
+                let mut head = String::new();
+                r.read_line(&mut head).unwrap();
+                let len: usize =
+                    head.trim_end().strip_prefix('$').unwrap().parse().unwrap_or_else(|_| {
+                        panic!("round {round}: acknowledged key {} lost", String::from_utf8_lossy(k))
+                    });
+                let mut body = vec![0u8; len + 2];
+                r.read_exact(&mut body).unwrap();
+                let got = version(&body[..len]);
+                assert!(
+                    got >= model[*k],
+                    "round {round}: key {} went back from {:?} to {got:?}",
+                    String::from_utf8_lossy(k),
+                    model[*k]
+                );
+            }
+        }
+        drop((c, r));
+        let addr = p.addr;
+        let writers: Vec<_> = (0..3).map(|w| std::thread::spawn(move || writer(addr, w, round))).collect();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(50 + seed % 150));
+        p.child.kill().unwrap();
+        p.child.wait().unwrap();
+        for w in writers {
+            let acked = w.join().unwrap();
+            total_acked += acked.len();
+            model.extend(acked);
+        }
+    }
+    assert!(total_acked > 1000, "too little load: {total_acked} acknowledged");
+    let (ok, out) = cli(&["check", pool.to_str().unwrap()]);
+    assert!(ok, "{out}");
+}
