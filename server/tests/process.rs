@@ -30,28 +30,29 @@ impl Drop for Proc {
 
 /// Start `daxkv serve` on a free port; wait for its ready line.
 fn serve(pool: &Path, extra: &[&str]) -> Proc {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["serve", "--pool", pool.to_str().unwrap(), "--size", "256M", "--port", "0", "--threads", "2"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
+    // From here on, Drop kills the server if anything fails.
+    let mut p = Proc { child, addr: "0.0.0.0:0".parse().unwrap(), lines: Vec::new() };
+    let mut out = BufReader::new(p.child.stdout.take().unwrap());
     loop {
         let mut l = String::new();
-        assert!(out.read_line(&mut l).unwrap() > 0, "server exited early: {lines:?}");
-        lines.push(l.trim_end().to_string());
+        assert!(out.read_line(&mut l).unwrap_or(0) > 0, "server exited early: {:?}", p.lines);
+        p.lines.push(l.trim_end().to_string());
         if let Some(rest) = l.trim_end().strip_prefix("daxkv: ready on ") {
-            let addr = rest.split(' ').next().unwrap().trim_end_matches(',').parse().unwrap();
+            p.addr = rest.split(' ').next().unwrap().trim_end_matches(',').parse().unwrap();
             // Keep reading stdout so that the server never blocks on it.
             std::thread::spawn(move || {
                 let mut sink = String::new();
                 let _ = out.read_to_string(&mut sink);
                 print!("{sink}");
             });
-            return Proc { child, addr, lines };
+            return p;
         }
     }
 }
