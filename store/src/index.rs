@@ -69,6 +69,13 @@ impl LeafRef {
         }
     }
 
+    /// Take the lock if the version is still `v` (nobody locked the leaf
+    /// since `read_begin` returned `v`).
+    #[inline]
+    pub(crate) fn lock_if_unchanged(&self, v: u64) -> bool {
+        self.version.compare_exchange(v, v + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
     /// Take the lock if it is free.
     pub(crate) fn try_lock(&self) -> bool {
         let v = self.version.load(Ordering::Relaxed);
@@ -284,44 +291,53 @@ impl Node {
     /// overflowed, a right sibling.
     fn with(&self, leaf: &Arc<LeafRef>) -> (Node, Option<Node>) {
         let sep: &[u8] = &leaf.sep;
-        let mut keys: Vec<Vec<u8>> = self.seps.all().into_iter().map(|k| k.to_vec()).collect();
-        let kids = match &self.kids {
+        let mut keys: Vec<&[u8]> = self.seps.all();
+        match &self.kids {
             Kids::Leaves(l) => {
                 let i = self.seps.count_le(sep);
                 let mut l = l.clone();
-                keys.insert(i, sep.to_vec());
+                keys.insert(i, sep);
                 l.insert(i, leaf.clone());
-                Kids::Leaves(l)
+                Self::assemble(&keys, Kids::Leaves(l))
             }
             Kids::Inner(c) => {
                 let i = self.seps.count_le(sep).saturating_sub(1);
                 let (n, extra) = c[i].with(leaf);
                 let mut c = c.clone();
                 c[i] = Arc::new(n);
-                if let Some(e) = extra {
-                    keys.insert(i + 1, e.first_key().to_vec());
-                    c.insert(i + 1, Arc::new(e));
+                let extra = extra.map(Arc::new);
+                if let Some(e) = &extra {
+                    keys.insert(i + 1, e.first_key());
                 }
-                Kids::Inner(c)
+                let seps_kids = {
+                    let mut c2 = c;
+                    if let Some(e) = &extra {
+                        c2.insert(i + 1, e.clone());
+                    }
+                    c2
+                };
+                Self::assemble(&keys, Kids::Inner(seps_kids))
+            }
+        }
+    }
+
+    /// A node from keys and children, split in two if over the fanout.
+    fn assemble(keys: &[&[u8]], kids: Kids) -> (Node, Option<Node>) {
+        if keys.len() <= FANOUT {
+            return (Node { seps: Seps::new(keys), kids }, None);
+        }
+        let mid = keys.len() / 2;
+        let (l, r) = match kids {
+            Kids::Leaves(mut l) => {
+                let r = l.split_off(mid);
+                (Kids::Leaves(l), Kids::Leaves(r))
+            }
+            Kids::Inner(mut c) => {
+                let r = c.split_off(mid);
+                (Kids::Inner(c), Kids::Inner(r))
             }
         };
-        if keys.len() <= FANOUT {
-            (Node { seps: Seps::new(&keys), kids }, None)
-        } else {
-            let mid = keys.len() / 2;
-            let rkeys = keys.split_off(mid);
-            let (l, r) = match kids {
-                Kids::Leaves(mut l) => {
-                    let r = l.split_off(mid);
-                    (Kids::Leaves(l), Kids::Leaves(r))
-                }
-                Kids::Inner(mut c) => {
-                    let r = c.split_off(mid);
-                    (Kids::Inner(c), Kids::Inner(r))
-                }
-            };
-            (Node { seps: Seps::new(&keys), kids: l }, Some(Node { seps: Seps::new(&rkeys), kids: r }))
-        }
+        (Node { seps: Seps::new(&keys[..mid]), kids: l }, Some(Node { seps: Seps::new(&keys[mid..]), kids: r }))
     }
 
     /// Path copy without separator `sep` (which must not be the first).

@@ -355,6 +355,18 @@ impl Store {
 
     /// Route `key` and lock its leaf, making sure the leaf still owns it.
     pub(crate) fn lock_leaf(&self, key: &[u8]) -> Arc<LeafRef> {
+        // Fast path: route once; if the index did not change between the
+        // route and reading the leaf's version, and nobody locked the leaf
+        // since, the leaf still owns the key (only a split or unlink of this
+        // leaf, both under its lock, can change that).
+        {
+            let snap = self.index.load();
+            let leaf = snap.route(key);
+            let v = leaf.read_begin();
+            if self.index.is_current(&snap) && !leaf.is_dead() && leaf.lock_if_unchanged(v) {
+                return leaf.clone();
+            }
+        }
         loop {
             let leaf = self.index.load().route(key).clone();
             leaf.lock();
