@@ -1,37 +1,39 @@
 //! One client connection: input buffer, request loop, output buffer.
 //!
-//! [`Conn::drive`] is called on every readiness event (edge-triggered). It
-//! reads everything the socket has, executes every complete request, commits
-//! the writes they queued with one `write_batch`, and only then writes the
-//! replies, with as few `write` calls as the socket allows.
+//! An event loop serves its ready connections in rounds (see
+//! [`crate::server`]): [`Conn::run`] sends what earlier rounds left, reads
+//! what the socket has and executes every complete request, queueing blind
+//! writes in the loop's [`Group`]; the loop then commits the group's writes
+//! with one store commit, [`Conn::patch`] turns the replies of a failed
+//! commit into errors, and [`Conn::finish`] sends the replies, with as few
+//! `write` calls as the socket allows. No reply leaves before the writes it
+//! depends on are durable.
 
-use crate::cmd::{self, Ctx, Flow};
+use crate::cmd::{self, Ctx, Flow, Group};
 use crate::frame::{self, Limits};
-use crate::kv::Batch;
 use crate::reply::Out;
 use crate::session::Session;
-use crate::shared::Shared;
+use crate::shared::{Shared, local};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 use std::ops::Range;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Read granularity.
 const READ_CHUNK: usize = 64 * 1024;
 /// Stop executing requests while this many reply bytes are unsent.
 const OUT_SOFT_LIMIT: usize = 1 << 20;
-/// Rounds of read-execute-write before yielding to other clients.
-const ROUNDS: usize = 16;
+/// Most reads per round.
+const READS: usize = 16;
 /// Buffers larger than this are freed once empty.
 const KEEP_BUFFER: usize = 1 << 20;
 
-/// What became of a connection after [`Conn::drive`].
+/// What became of a connection after a round.
 #[derive(Debug, PartialEq, Eq)]
 pub enum State {
     /// Waiting for the socket.
     Open,
-    /// More to do without waiting: drive again soon.
+    /// More to do without waiting: run again next round.
     Again,
     /// Done: drop it.
     Closed,
@@ -48,12 +50,18 @@ pub struct Conn {
     out: Out,
     sent: usize,
     session: Session,
-    batch: Batch,
-    marks: Vec<Range<usize>>,
     /// Close once the output is sent.
     closing: bool,
-    /// The peer closed its side.
+    /// The peer closed its side (a read returned 0).
     eof: bool,
+    /// The poller reported the peer's close or an error: read until 0.
+    pub hup: bool,
+    /// The socket may hold more input (the read budget ran out).
+    more: bool,
+    /// Complete requests were left unexecuted (too much output waiting).
+    stalled: bool,
+    /// The connection failed: drop it.
+    dead: bool,
     /// Last time a request arrived.
     pub last_active: Instant,
 }
@@ -69,10 +77,12 @@ impl Conn {
             out: Out::new(),
             sent: 0,
             session,
-            batch: Batch::default(),
-            marks: Vec::new(),
             closing: false,
             eof: false,
+            hup: false,
+            more: false,
+            stalled: false,
+            dead: false,
             last_active: Instant::now(),
         }
     }
@@ -82,13 +92,13 @@ impl Conn {
     }
 
     /// Send what can be sent. `Err` means the connection is dead.
-    fn flush(&mut self, shared: &Shared) -> io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         while self.sent < self.out.buf.len() {
             match self.stream.write(&self.out.buf[self.sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.sent += n;
-                    shared.counters.net_out.fetch_add(n as u64, Ordering::Relaxed);
+                    local::net_out(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -105,11 +115,17 @@ impl Conn {
         Ok(())
     }
 
-    /// Read until the socket is empty or a chunk budget is used. Returns
-    /// whether anything was read; sets `eof`.
-    fn read(&mut self, shared: &Shared) -> io::Result<bool> {
-        let mut any = false;
-        for _ in 0..64 {
+    /// Read what the socket has, within a budget; sets `eof` and `more`.
+    ///
+    /// Edge-triggered readiness: a read that returns less than it asked
+    /// for emptied the socket, and any later byte raises a new event, so
+    /// no second read is needed to see `WouldBlock` (the common case of one
+    /// request per round costs one `read`). A peer's close that came with
+    /// the data is flagged by the poller (`hup`), and then the read goes on
+    /// until it returns 0.
+    fn read(&mut self, shared: &Shared) -> io::Result<()> {
+        self.more = false;
+        for _ in 0..READS {
             if self.filled - self.start > shared.config.max_query_buffer {
                 return Err(io::Error::other("query buffer limit reached"));
             }
@@ -124,41 +140,39 @@ impl Conn {
                     self.inbuf.resize(want, 0);
                 }
             }
+            let room = self.inbuf.len() - self.filled;
             match self.stream.read(&mut self.inbuf[self.filled..]) {
                 Ok(0) => {
                     self.eof = true;
-                    return Ok(any);
+                    return Ok(());
                 }
                 Ok(n) => {
                     self.filled += n;
-                    any = true;
-                    shared.counters.net_in.fetch_add(n as u64, Ordering::Relaxed);
+                    local::net_in(n);
+                    if n < room && !self.hup {
+                        return Ok(());
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(any)
+        self.more = true;
+        Ok(())
     }
 
-    /// Execute the complete requests in the input buffer, then commit their
-    /// writes. Stops early when enough output is waiting.
-    fn process(&mut self, shared: &Shared) {
-        let mut ctx = Ctx {
-            shared,
-            session: &mut self.session,
-            out: &mut self.out,
-            batch: &mut self.batch,
-            marks: &mut self.marks,
-        };
+    /// Execute the complete requests in the input buffer; their writes join
+    /// `group`. Stops early when enough output is waiting.
+    fn process(&mut self, shared: &Shared, group: &mut Group, conn: usize) {
+        let mut ctx = Ctx { shared, session: &mut self.session, out: &mut self.out, group, conn };
+        self.stalled = false;
         while !self.closing && self.start < self.filled {
             let limits = Limits { unauthenticated: !ctx.session.authed, ..shared.config.limits };
             let buf = &self.inbuf[self.start..self.filled];
             match frame::parse(buf, &limits) {
                 Ok(None) => break,
                 Err(e) => {
-                    ctx.commit();
                     ctx.out.error(&format!("ERR {e}"));
                     self.closing = true;
                 }
@@ -174,12 +188,12 @@ impl Conn {
                     }
                     self.start += consumed;
                     if ctx.out.len() - self.sent >= OUT_SOFT_LIMIT {
+                        self.stalled = self.start < self.filled;
                         break;
                     }
                 }
             }
         }
-        ctx.commit();
         if self.start == self.filled {
             self.start = 0;
             self.filled = 0;
@@ -189,37 +203,57 @@ impl Conn {
         }
     }
 
-    /// Make all the progress possible now.
-    pub fn drive(&mut self, shared: &Shared) -> State {
-        for _ in 0..ROUNDS {
-            if self.flush(shared).is_err() {
-                return State::Closed;
-            }
-            if self.unsent() > shared.config.max_output_buffer {
-                log::info!("client {} closed: output buffer limit reached", self.session.id);
-                return State::Closed;
-            }
-            if self.closing {
-                return if self.unsent() == 0 { State::Closed } else { State::Open };
-            }
-            if self.unsent() >= OUT_SOFT_LIMIT {
-                return State::Open;
-            }
-            self.process(shared);
-            if self.unsent() > 0 || self.closing {
-                continue;
-            }
-            if self.eof {
-                return State::Closed;
-            }
-            match self.read(shared) {
-                Err(_) => return State::Closed,
-                Ok(true) => {}
-                Ok(false) if self.eof => {}
-                Ok(false) => return State::Open,
-            }
+    /// First step of a round: send what is left from earlier rounds, read,
+    /// and execute the complete requests (their writes join `group`, whose
+    /// commit the replies must wait for).
+    pub fn run(&mut self, shared: &Shared, group: &mut Group, conn: usize) {
+        if self.dead || self.flush().is_err() {
+            self.dead = true;
+            return;
         }
-        State::Again
+        if self.closing || self.unsent() >= OUT_SOFT_LIMIT {
+            return;
+        }
+        if !self.eof && self.read(shared).is_err() {
+            self.dead = true;
+            return;
+        }
+        self.process(shared, group, conn);
+    }
+
+    /// The round's commit failed: replace the replies in `failed` (byte
+    /// ranges of the output, in increasing order) by their error lines.
+    pub fn patch<'a>(&mut self, failed: impl IntoIterator<Item = (Range<usize>, &'a [u8])>) {
+        let old = std::mem::take(&mut self.out.buf);
+        let mut at = 0;
+        for (r, err) in failed {
+            self.out.buf.extend_from_slice(&old[at..r.start]);
+            self.out.buf.extend_from_slice(err);
+            at = r.end;
+        }
+        self.out.buf.extend_from_slice(&old[at..]);
+    }
+
+    /// Last step of a round, once its writes are durable: send the replies
+    /// and say what becomes of the connection.
+    pub fn finish(&mut self, shared: &Shared) -> State {
+        if self.dead || self.flush().is_err() {
+            return State::Closed;
+        }
+        if self.unsent() > shared.config.max_output_buffer {
+            log::info!("client {} closed: output buffer limit reached", self.session.id);
+            return State::Closed;
+        }
+        let unsent = self.unsent();
+        if self.closing || self.eof && !self.more && !self.stalled {
+            // Nothing more will be read: close once everything is sent.
+            return if unsent == 0 { State::Closed } else { State::Open };
+        }
+        if unsent >= OUT_SOFT_LIMIT {
+            // The socket is full: its writable event comes back.
+            return State::Open;
+        }
+        if self.more || self.stalled { State::Again } else { State::Open }
     }
 
     /// The client's id.

@@ -6,6 +6,7 @@
 use crate::shared::WatchTable;
 use daxkv::{Error, MAX_KEY, MAX_VALUE, Store, Tx};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Key-value access, as the commands see it.
 pub trait Kv {
@@ -15,6 +16,11 @@ pub trait Kv {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error>;
     /// Remove `key`; whether it was there.
     fn delete(&mut self, key: &[u8]) -> Result<bool, Error>;
+    /// Call `f` with the value of `key` (as [`Kv::get`] sees it), borrowed
+    /// where the context can lend it without a copy.
+    fn with_value<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, Error> {
+        Ok(f(self.get(key)?.as_deref()))
+    }
 }
 
 /// A store transaction seen as [`Kv`]; its writes bump WATCH versions.
@@ -69,24 +75,95 @@ pub fn check_write(key: &[u8], value: Option<&[u8]>) -> Result<(), Error> {
     Ok(())
 }
 
-/// A connection's writes not yet committed, and an index of their keys so
-/// that later reads of the same pipeline see them.
+/// Writes not yet committed, gathered from every connection of an event
+/// loop (group commit), with an index of their keys so that later reads see
+/// them. Keys and values are copied once, into one growing arena; the
+/// index maps a hash of the key to the latest op with that hash, and each
+/// op links to the previous op with the same hash.
 #[derive(Default)]
 pub struct Batch {
-    /// Puts (`Some`) and deletes (`None`) in command order.
-    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// Key → index of its latest op in `ops`.
-    index: HashMap<Vec<u8>, usize>,
+    data: Vec<u8>,
+    ops: Vec<Op>,
+    index: HashMap<u64, u32, BuildHasherDefault<KeyHash>>,
+    deletes: usize,
     /// Key and value bytes queued.
     pub bytes: usize,
 }
 
+/// A queued put or delete: its key and value as ranges of the arena.
+struct Op {
+    key: (usize, usize),
+    /// `usize::MAX` length: a delete.
+    value: (usize, usize),
+    /// The previous op whose key has the same hash (`u32::MAX`: none).
+    prev: u32,
+}
+
+const NONE: u32 = u32::MAX;
+const DELETE: usize = usize::MAX;
+
+/// The hash is already a hash: use it as is.
+#[derive(Default)]
+pub struct KeyHash(u64);
+
+impl Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("KeyHash hashes u64 only")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A fast 64-bit hash of a key (FxHash-style over 8-byte words, then
+/// mixed), for the batch index only.
+fn key_hash(key: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = key.len() as u64;
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    let mut last = [0u8; 8];
+    let rest = chunks.remainder();
+    last[..rest.len()].copy_from_slice(rest);
+    h = (h.rotate_left(5) ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    h ^ (h >> 29)
+}
+
 impl Batch {
+    fn slice(&self, (at, len): (usize, usize)) -> &[u8] {
+        &self.data[at..at + len]
+    }
+
+    fn value(&self, op: &Op) -> Option<&[u8]> {
+        (op.value.1 != DELETE).then(|| self.slice(op.value))
+    }
+
     /// Queue a put or delete.
     pub fn push(&mut self, key: &[u8], value: Option<&[u8]>) {
         self.bytes += key.len() + value.map_or(0, <[u8]>::len);
-        self.index.insert(key.to_vec(), self.ops.len());
-        self.ops.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+        let h = key_hash(key);
+        let n = self.ops.len() as u32;
+        let prev = self.index.insert(h, n).unwrap_or(NONE);
+        let k = (self.data.len(), key.len());
+        self.data.extend_from_slice(key);
+        let v = match value {
+            Some(v) => {
+                let at = self.data.len();
+                self.data.extend_from_slice(v);
+                (at, v.len())
+            }
+            None => {
+                self.deletes += 1;
+                (0, DELETE)
+            }
+        };
+        self.ops.push(Op { key: k, value: v, prev });
     }
 
     /// The pending value of `key`: `None` if not pending, `Some(None)` if a
@@ -95,7 +172,20 @@ impl Batch {
         if self.ops.is_empty() {
             return None;
         }
-        self.index.get(key).map(|&i| self.ops[i].1.as_deref())
+        let mut i = *self.index.get(&key_hash(key))?;
+        while i != NONE {
+            let op = &self.ops[i as usize];
+            if self.slice(op.key) == key {
+                return Some(self.value(op));
+            }
+            i = op.prev;
+        }
+        None
+    }
+
+    /// Operations queued.
+    pub fn len(&self) -> usize {
+        self.ops.len()
     }
 
     /// Nothing queued.
@@ -103,40 +193,51 @@ impl Batch {
         self.ops.is_empty()
     }
 
+    /// The queued operations, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.ops.iter().map(|op| (self.slice(op.key), self.value(op)))
+    }
+
     /// Forget everything queued.
     pub fn clear(&mut self) {
         self.ops.clear();
         self.index.clear();
+        self.data.clear();
+        self.deletes = 0;
         self.bytes = 0;
+        if self.data.capacity() > KEEP_ARENA {
+            self.data = Vec::new();
+        }
     }
 
-    /// Commit everything queued as one `write_batch` (one drain). A batch
-    /// the log cannot hold in one entry is committed one operation at a
-    /// time instead.
-    ///
-    /// Today's store refuses a batch of more than 64 new keys that land in
-    /// one leaf holding fewer than two keys (it cannot split such a leaf),
-    /// so batches go in chunks of [`STORE_BATCH_CHUNK`] operations.
+    /// Commit everything queued with one store commit (all or nothing, one
+    /// drain sequence), then forget it. Puts only go through a transaction
+    /// without reads, which copies each key and value straight from the
+    /// arena (a `write_batch` would need them as owned vectors first); a
+    /// batch with deletes goes through `write_batch`. A batch the log
+    /// cannot hold in one entry is committed one operation at a time.
     pub fn commit(&mut self, store: &Store) -> Result<(), Error> {
-        let mut res = Ok(());
-        for chunk in self.ops.chunks(STORE_BATCH_CHUNK) {
-            res = match store.write_batch(chunk) {
-                Err(Error::TooLarge(_)) if chunk.len() > 1 => {
-                    chunk.iter().try_for_each(|op| store.write_batch(std::slice::from_ref(op)))
-                }
-                r => r,
-            };
-            if res.is_err() {
-                break;
-            }
-        }
+        let res = if self.deletes == 0 {
+            store.transaction(|tx| self.iter().try_for_each(|(k, v)| tx.put(k, v.unwrap_or_default())))
+        } else {
+            let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+                self.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
+            store.write_batch(&ops)
+        };
+        let res = match res {
+            Err(Error::TooLarge(_)) if self.ops.len() > 1 => self.iter().try_for_each(|(k, v)| match v {
+                Some(v) => store.put(k, v),
+                None => store.delete(k).map(drop),
+            }),
+            r => r,
+        };
         self.clear();
         res
     }
 }
 
-/// Most operations given to one `write_batch`.
-pub const STORE_BATCH_CHUNK: usize = 32;
+/// An arena larger than this is freed after a commit.
+const KEEP_ARENA: usize = 16 << 20;
 
 /// A [`Batch`] over the store: reads see the batch, then the store; writes
 /// join the batch.
@@ -147,16 +248,26 @@ pub struct Batched<'a> {
     pub batch: &'a mut Batch,
     /// Versions to bump.
     pub watch: &'a WatchTable,
+    /// Set when a read was answered from the batch (a write not yet
+    /// durable): that reply must become an error if the commit fails.
+    pub saw_pending: bool,
 }
 
 impl Kv for Batched<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.with_value(key, |v| v.map(<[u8]>::to_vec))
+    }
+    fn with_value<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, Error> {
         if !storable(key) {
-            return Ok(None);
+            return Ok(f(None));
         }
-        match self.batch.pending(key) {
-            Some(v) => Ok(v.map(<[u8]>::to_vec)),
-            None => self.store.get(key),
+        if let Some(v) = self.batch.pending(key) {
+            self.saw_pending = true;
+            return Ok(f(v));
+        }
+        match self.store.get_ref(key)? {
+            Some(v) => Ok(f(Some(&v))),
+            None => Ok(f(None)),
         }
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
@@ -169,7 +280,7 @@ impl Kv for Batched<'_> {
         if !storable(key) {
             return Ok(false);
         }
-        let was = self.get(key)?.is_some();
+        let was = self.with_value(key, |v| v.is_some())?;
         self.watch.touch(key);
         self.batch.push(key, None);
         Ok(was)

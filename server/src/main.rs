@@ -72,6 +72,10 @@ enum Cmd {
         /// Close clients idle for this many seconds (0: never).
         #[arg(long, default_value_t = 0)]
         timeout: u64,
+        /// Commit an event loop's pending writes once this many are queued,
+        /// even in the middle of a round (group commit size cap).
+        #[arg(long, default_value_t = daxkv_server::config::DEFAULT_BATCH_OPS)]
+        batch_ops: usize,
     },
     /// Create a new pool.
     Create {
@@ -239,6 +243,7 @@ fn exec(cmd: Cmd) -> Result<ExitCode, String> {
             max_inline_len,
             max_output_buffer,
             timeout,
+            batch_ops,
         } => {
             let t0 = Instant::now();
             let store =
@@ -268,6 +273,7 @@ fn exec(cmd: Cmd) -> Result<ExitCode, String> {
                 timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
                 bind: bind.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
                 port: addrs[0].port(),
+                batch_ops: batch_ops.max(1),
                 ..Config::default()
             };
             if let Some(t) = threads {

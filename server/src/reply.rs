@@ -16,6 +16,28 @@ impl Out {
         Out::default()
     }
 
+    /// `prefix`, the decimal `n`, CRLF: no allocation.
+    fn header(&mut self, prefix: u8, n: i64) {
+        let mut digits = [0u8; 24];
+        let mut i = digits.len();
+        let mut m = n.unsigned_abs();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (m % 10) as u8;
+            m /= 10;
+            if m == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            i -= 1;
+            digits[i] = b'-';
+        }
+        self.buf.push(prefix);
+        self.buf.extend_from_slice(&digits[i..]);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
     fn line(&mut self, prefix: u8, body: &[u8]) {
         self.buf.push(prefix);
         // A reply line cannot carry a line break: Redis maps them to spaces.
@@ -45,16 +67,13 @@ impl Out {
 
     /// `:n`
     pub fn int(&mut self, n: i64) {
-        self.buf.push(b':');
-        self.buf.extend_from_slice(n.to_string().as_bytes());
-        self.buf.extend_from_slice(b"\r\n");
+        self.header(b':', n);
     }
 
     /// `$len\r\nbytes\r\n`
     pub fn bulk(&mut self, b: &[u8]) {
-        self.buf.push(b'$');
-        self.buf.extend_from_slice(b.len().to_string().as_bytes());
-        self.buf.extend_from_slice(b"\r\n");
+        self.buf.reserve(b.len() + 16);
+        self.header(b'$', b.len() as i64);
         self.buf.extend_from_slice(b);
         self.buf.extend_from_slice(b"\r\n");
     }
@@ -80,17 +99,13 @@ impl Out {
 
     /// Array header for `n` elements.
     pub fn array(&mut self, n: usize) {
-        self.buf.push(b'*');
-        self.buf.extend_from_slice(n.to_string().as_bytes());
-        self.buf.extend_from_slice(b"\r\n");
+        self.header(b'*', n as i64);
     }
 
     /// Map header for `n` pairs (RESP2: an array of 2n elements).
     pub fn map(&mut self, n: usize) {
         if self.resp3 {
-            self.buf.push(b'%');
-            self.buf.extend_from_slice(n.to_string().as_bytes());
-            self.buf.extend_from_slice(b"\r\n");
+            self.header(b'%', n as i64);
         } else {
             self.array(2 * n);
         }
@@ -99,9 +114,7 @@ impl Out {
     /// Set header for `n` elements (RESP2: an array).
     pub fn set(&mut self, n: usize) {
         if self.resp3 {
-            self.buf.push(b'~');
-            self.buf.extend_from_slice(n.to_string().as_bytes());
-            self.buf.extend_from_slice(b"\r\n");
+            self.header(b'~', n as i64);
         } else {
             self.array(n);
         }
@@ -140,12 +153,17 @@ mod tests {
         let mut o = Out::new();
         o.ok();
         o.int(-3);
+        o.int(i64::MIN);
+        o.int(0);
         o.bulk(b"a\r\nb");
         o.null();
         o.null_array();
         o.map(1);
         o.error("ERR bad\r\nthing");
-        assert_eq!(o.buf, b"+OK\r\n:-3\r\n$4\r\na\r\nb\r\n$-1\r\n*-1\r\n*2\r\n-ERR bad  thing\r\n");
+        assert_eq!(
+            o.buf,
+            b"+OK\r\n:-3\r\n:-9223372036854775808\r\n:0\r\n$4\r\na\r\nb\r\n$-1\r\n*-1\r\n*2\r\n-ERR bad  thing\r\n"
+        );
         let mut o = Out { resp3: true, ..Out::new() };
         o.null();
         o.null_array();

@@ -2,10 +2,11 @@
 //! round-robin to `threads` workers, each a mio poll loop that owns its
 //! connections outright (no locks on the request path).
 
+use crate::cmd::Group;
 use crate::config::Config;
 use crate::conn::{Conn, State};
 use crate::session::Session;
-use crate::shared::{Shared, Shutdown};
+use crate::shared::{Shared, Shutdown, local};
 use daxkv::Store;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -139,6 +140,7 @@ fn worker(mut poll: Poll, rx: Receiver<(TcpStream, SocketAddr)>, shared: Arc<Sha
     let mut slab = Slab { conns: Vec::new(), free: Vec::new() };
     let mut events = Events::with_capacity(1024);
     let mut again: Vec<usize> = Vec::new();
+    let mut group = Group::default();
     let mut last_sweep = Instant::now();
     let tick = shared.config.timeout.map(|t| t.min(Duration::from_secs(1)));
     loop {
@@ -161,19 +163,17 @@ fn worker(mut poll: Poll, rx: Receiver<(TcpStream, SocketAddr)>, shared: Arc<Sha
                     }
                 }
             } else {
-                ready.push(ev.token().0);
+                let i = ev.token().0;
+                if let Some(Some(c)) = slab.conns.get_mut(i) {
+                    c.hup |= ev.is_read_closed() || ev.is_error();
+                    ready.push(i);
+                }
             }
         }
         ready.sort_unstable();
         ready.dedup();
-        for i in ready {
-            let Some(Some(conn)) = slab.conns.get_mut(i) else { continue };
-            match conn.drive(&shared) {
-                State::Open => {}
-                State::Again => again.push(i),
-                State::Closed => remove(&mut poll, &mut slab, &shared, i),
-            }
-        }
+        round(&mut poll, &mut slab, &shared, &mut group, &ready, &mut again);
+        local::flush(&shared.counters);
         if let Some(t) = shared.config.timeout
             && last_sweep.elapsed() >= Duration::from_millis(500)
         {
@@ -192,6 +192,43 @@ fn worker(mut poll: Poll, rx: Receiver<(TcpStream, SocketAddr)>, shared: Arc<Sha
     for i in 0..slab.conns.len() {
         if slab.conns[i].is_some() {
             remove(&mut poll, &mut slab, &shared, i);
+        }
+    }
+}
+
+/// One round of an event loop: run every ready connection (their blind
+/// writes gather in `group`), commit the group once, turn the replies of a
+/// failed commit into errors, then send every reply.
+fn round(
+    poll: &mut Poll,
+    slab: &mut Slab,
+    shared: &Shared,
+    group: &mut Group,
+    ready: &[usize],
+    again: &mut Vec<usize>,
+) {
+    for &i in ready {
+        if let Some(Some(conn)) = slab.conns.get_mut(i) {
+            conn.run(shared, group, i);
+        }
+    }
+    group.commit(shared);
+    if !group.failed.is_empty() {
+        let mut failed = std::mem::take(&mut group.failed);
+        // By connection, each in the order its replies were made.
+        failed.sort_by_key(|f| f.0);
+        for part in failed.chunk_by(|a, b| a.0 == b.0) {
+            if let Some(Some(conn)) = slab.conns.get_mut(part[0].0) {
+                conn.patch(part.iter().map(|(_, r, e)| (r.clone(), &e[..])));
+            }
+        }
+    }
+    for &i in ready {
+        let Some(Some(conn)) = slab.conns.get_mut(i) else { continue };
+        match conn.finish(shared) {
+            State::Open => {}
+            State::Again => again.push(i),
+            State::Closed => remove(poll, slab, shared, i),
         }
     }
 }

@@ -170,7 +170,7 @@ fn server_and_connection_commands() {
 
 #[test]
 fn pipelines() {
-    let s = Server::start();
+    let s = Server::with(Config { batch_ops: 4096, ..Config::default() });
     let mut c = s.client();
     let mut p = redis::pipe();
     for i in 0..2000 {

@@ -364,6 +364,7 @@ fn info(ctx: &Ctx<'_>, argv: &[&[u8]]) -> String {
         sections.is_empty() || sections.iter().any(|x| x == s || x == "all" || x == "everything" || x == "default")
     };
     let sh = ctx.shared;
+    crate::shared::local::flush(&sh.counters);
     let st = sh.store.stats();
     let c = &sh.counters;
     let mut t = String::new();

@@ -1,12 +1,14 @@
 //! Command dispatch: lookup, arity, AUTH, MULTI queueing, then execution by
 //! kind (see [`table::Kind`]), and MULTI/EXEC/WATCH.
 //!
-//! Pipelining: plain reads and blind writes (`GET`, `SET k v`, `MSET`, ...)
-//! run against the connection's [`Batch`]: writes are queued, reads see the
-//! queued writes first. Everything else first commits the batch. The
-//! connection commits what is left once all complete requests of a read are
-//! done, and only then sends the replies. If a commit fails, the replies of
-//! the commands whose writes it held (recorded in `marks`) become the error.
+//! Group commit: plain reads and blind writes (`GET`, `SET k v`, `MSET`,
+//! ...) run against the event loop's [`Group`]: writes from every
+//! connection served in one loop round are queued in one batch, and reads
+//! see the queued writes first. Everything else first commits the batch.
+//! The loop commits what is left once every ready connection has run, and
+//! only then sends the replies. If a commit fails, the replies of the
+//! commands whose writes it held, or that read a write it held (recorded
+//! as marks), become the error.
 
 pub mod admin;
 pub mod keys;
@@ -17,14 +19,16 @@ use crate::kv::{Batch, Batched, TxKv};
 use crate::reply::Out;
 use crate::session::{Session, Watched};
 use crate::shared::Shared;
+use crate::shared::local;
 use daxkv::Tx;
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use strings::error_reply;
 use table::{Cmd, Kind, Spec, arity_ok, check_subcommand, lookup, unknown_command};
 
-/// Commit a pipeline's batch early past this many operations or bytes.
-const BATCH_MAX_OPS: usize = 1024;
+/// Commit a loop's batch early past this many bytes (and past
+/// [`crate::Config::batch_ops`] operations).
 const BATCH_MAX_BYTES: usize = 16 << 20;
 
 /// What the connection does after a command.
@@ -38,6 +42,42 @@ pub enum Flow {
     Shutdown,
 }
 
+/// An event loop's group commit: the writes queued in this round by every
+/// connection it serves, which replies depend on them, and which replies
+/// must become errors because their commit failed.
+#[derive(Default)]
+pub struct Group {
+    /// Writes not yet committed.
+    pub batch: Batch,
+    /// Replies (connection, byte range of its output) that depend on
+    /// `batch`.
+    marks: Vec<(usize, Range<usize>)>,
+    /// Replies to replace: (connection, byte range, error line), in the
+    /// order they were made.
+    pub failed: Vec<(usize, Range<usize>, Arc<[u8]>)>,
+}
+
+impl Group {
+    /// Commit the pending batch (one store commit). On failure, the
+    /// replies that depend on it are listed in `failed`.
+    pub fn commit(&mut self, shared: &Shared) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let c = &shared.counters;
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.batched_ops.fetch_add(self.batch.len() as u64, Ordering::Relaxed);
+        if let Err(e) = self.batch.commit(&shared.store) {
+            log::warn!("write batch failed: {e}");
+            let mut err = Out::new();
+            err.error(&error_reply(&e));
+            let err: Arc<[u8]> = err.buf.into();
+            self.failed.extend(self.marks.drain(..).map(|(c, r)| (c, r, err.clone())));
+        }
+        self.marks.clear();
+    }
+}
+
 /// Everything a command may touch.
 pub struct Ctx<'a> {
     /// Server-wide state.
@@ -46,43 +86,22 @@ pub struct Ctx<'a> {
     pub session: &'a mut Session,
     /// Where replies go.
     pub out: &'a mut Out,
-    /// Writes not yet committed.
-    pub batch: &'a mut Batch,
-    /// Reply ranges of the commands whose writes are in `batch`.
-    pub marks: &'a mut Vec<Range<usize>>,
+    /// The loop's writes not yet committed.
+    pub group: &'a mut Group,
+    /// This connection's number in `group`'s marks.
+    pub conn: usize,
 }
 
 impl Ctx<'_> {
-    /// Commit the pending batch (one drain). On failure, the replies of the
-    /// commands it held are replaced by the error.
+    /// Commit the loop's pending batch (see [`Group::commit`]).
     pub fn commit(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let c = &self.shared.counters;
-        c.batches.fetch_add(1, Ordering::Relaxed);
-        c.batched_ops.fetch_add(self.batch.ops.len() as u64, Ordering::Relaxed);
-        let res = self.batch.commit(&self.shared.store);
-        if let Err(e) = res {
-            log::warn!("write batch failed: {e}");
-            let mut err = Out { resp3: self.out.resp3, ..Out::new() };
-            err.error(&error_reply(&e));
-            let old = std::mem::take(&mut self.out.buf);
-            let mut at = 0;
-            for m in self.marks.iter() {
-                self.out.buf.extend_from_slice(&old[at..m.start]);
-                self.out.buf.extend_from_slice(&err.buf);
-                at = m.end;
-            }
-            self.out.buf.extend_from_slice(&old[at..]);
-        }
-        self.marks.clear();
+        self.group.commit(self.shared);
     }
 }
 
 /// Execute one request.
 pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> Flow {
-    ctx.shared.counters.commands.fetch_add(1, Ordering::Relaxed);
+    local::command();
     let Some(spec) = lookup(argv[0]) else {
         return refuse(ctx, &unknown_command(argv));
     };
@@ -123,14 +142,17 @@ fn run(ctx: &mut Ctx<'_>, spec: &Spec, argv: &[&[u8]]) -> Flow {
     let shared = ctx.shared;
     match spec.kind {
         Kind::Batched if spec.cmd != Cmd::Set || strings::set_is_plain(argv) => {
-            let (ops, start) = (ctx.batch.ops.len(), ctx.out.len());
-            let mut kv = Batched { store: &shared.store, batch: ctx.batch, watch: &shared.watch };
+            let (ops, start) = (ctx.group.batch.len(), ctx.out.len());
+            let mut kv =
+                Batched { store: &shared.store, batch: &mut ctx.group.batch, watch: &shared.watch, saw_pending: false };
             if let Err(e) = strings::exec(spec.cmd, argv, &mut kv, ctx.out) {
                 ctx.out.error(&error_reply(&e));
             }
-            if ctx.batch.ops.len() > ops {
-                ctx.marks.push(start..ctx.out.len());
-                if ctx.batch.ops.len() >= BATCH_MAX_OPS || ctx.batch.bytes >= BATCH_MAX_BYTES {
+            let saw_pending = kv.saw_pending;
+            let g = &mut *ctx.group;
+            if saw_pending || g.batch.len() > ops {
+                g.marks.push((ctx.conn, start..ctx.out.len()));
+                if g.batch.len() >= shared.config.batch_ops || g.batch.bytes >= BATCH_MAX_BYTES {
                     ctx.commit();
                 }
             }
@@ -279,9 +301,8 @@ fn queued(shared: &Shared, session: &mut Session, out: &mut Out, tx: &mut Tx<'_>
         }
         Kind::Keyspace => keys::exec(spec.cmd, argv, shared, out),
         Kind::Admin => {
-            let mut batch = Batch::default();
-            let mut marks = Vec::new();
-            let mut ctx = Ctx { shared, session, out, batch: &mut batch, marks: &mut marks };
+            let mut group = Group::default();
+            let mut ctx = Ctx { shared, session, out, group: &mut group, conn: usize::MAX };
             admin::exec(&mut ctx, spec, argv);
         }
     }

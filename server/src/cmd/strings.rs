@@ -9,6 +9,7 @@ use super::table::Cmd;
 use crate::frame::parse_i64;
 use crate::kv::{Kv, check_write};
 use crate::reply::Out;
+use crate::shared::local::lookup;
 use daxkv::{Error, MAX_VALUE};
 
 const NOT_INT: &str = "ERR value is not an integer or out of range";
@@ -98,7 +99,13 @@ fn parse_int(out: &mut Out, a: &[u8]) -> Option<i64> {
 /// Run a string command.
 pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(), Error> {
     match cmd {
-        Cmd::Get => out.opt_bulk(kv.get(argv[1])?.as_deref()),
+        Cmd::Get => {
+            let found = kv.with_value(argv[1], |v| {
+                out.opt_bulk(v);
+                v.is_some()
+            })?;
+            lookup(found);
+        }
         Cmd::Set => {
             let Some(o) = parse_set(argv, out) else { return Ok(()) };
             let (key, val) = (argv[1], argv[2]);
@@ -139,11 +146,13 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
                 return Ok(());
             }
             let old = kv.get(argv[1])?;
+            lookup(old.is_some());
             kv.put(argv[1], argv[2])?;
             out.opt_bulk(old.as_deref());
         }
         Cmd::Getdel => {
             let old = kv.get(argv[1])?;
+            lookup(old.is_some());
             if old.is_some() {
                 kv.delete(argv[1])?;
             }
@@ -152,7 +161,11 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
         Cmd::Mget => {
             out.array(argv.len() - 1);
             for k in &argv[1..] {
-                out.opt_bulk(kv.get(k)?.as_deref());
+                let found = kv.with_value(k, |v| {
+                    out.opt_bulk(v);
+                    v.is_some()
+                })?;
+                lookup(found);
             }
         }
         Cmd::Mset | Cmd::Msetnx => {
@@ -189,7 +202,9 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
         Cmd::Exists => {
             let mut n = 0;
             for k in &argv[1..] {
-                n += i64::from(kv.get(k)?.is_some());
+                let found = kv.with_value(k, |v| v.is_some())?;
+                lookup(found);
+                n += i64::from(found);
             }
             out.int(n);
         }
@@ -243,12 +258,19 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             kv.put(argv[1], &v)?;
             out.int(v.len() as i64);
         }
-        Cmd::Strlen => out.int(kv.get(argv[1])?.map_or(0, |v| v.len() as i64)),
+        Cmd::Strlen => {
+            let len = kv.with_value(argv[1], |v| v.map(<[u8]>::len))?;
+            lookup(len.is_some());
+            out.int(len.unwrap_or(0) as i64);
+        }
         Cmd::Getrange | Cmd::Substr => {
             let Some(start) = parse_int(out, argv[2]) else { return Ok(()) };
             let Some(end) = parse_int(out, argv[3]) else { return Ok(()) };
-            let v = kv.get(argv[1])?.unwrap_or_default();
-            out.bulk(getrange(&v, start, end));
+            let found = kv.with_value(argv[1], |v| {
+                out.bulk(getrange(v.unwrap_or_default(), start, end));
+                v.is_some()
+            })?;
+            lookup(found);
         }
         Cmd::Setrange => {
             let Some(off) = parse_int(out, argv[2]) else { return Ok(()) };
@@ -279,7 +301,10 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             kv.put(argv[1], &v)?;
             out.int(v.len() as i64);
         }
-        Cmd::Type => out.simple(if kv.get(argv[1])?.is_some() { "string" } else { "none" }),
+        Cmd::Type => {
+            let found = kv.with_value(argv[1], |v| v.is_some())?;
+            out.simple(if found { "string" } else { "none" });
+        }
         _ => unreachable!("{cmd:?} is not a string command"),
     }
     Ok(())
