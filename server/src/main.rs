@@ -217,8 +217,9 @@ fn escape(b: &[u8]) -> String {
 }
 
 fn main() -> ExitCode {
+    let started = Instant::now();
     let cli = Cli::parse();
-    match exec(cli.cmd) {
+    match exec(cli.cmd, started) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("daxkv: {e}");
@@ -227,7 +228,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn exec(cmd: Cmd) -> Result<ExitCode, String> {
+/// `started`: when the process reached `main` (serve reports how long it
+/// took to be ready from there).
+fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
     match cmd {
         Cmd::Serve {
             pool,
@@ -300,7 +303,11 @@ fn exec(cmd: Cmd) -> Result<ExitCode, String> {
                 }
             });
             let list = addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            println!("daxkv: ready on {list} ({} event loops)", config.threads);
+            println!(
+                "daxkv: ready on {list} ({} event loops, {:.1} ms after start)",
+                config.threads,
+                started.elapsed().as_secs_f64() * 1e3
+            );
             let _ = std::io::stdout().flush();
             let store = Arc::new(store);
             run(listeners, store.clone(), config, shutdown).map_err(|e| format!("server: {e}"))?;
