@@ -1,5 +1,10 @@
 //! # daxkv-tests
 //!
-//! Behaviour tests of daxkv by topic (in `tests/`), and the helpers and
-//! child-process binaries they share.
+//! The crash-recovery suite (seeded workloads, the crash explorer over the
+//! simulator with nested crashes in recovery, the mutation score, kill
+//! torture) and behaviour tests by topic (in `tests/`). The `daxkv-crash`
+//! binary runs the suite in quick or full mode and replays failures.
 #![forbid(unsafe_code)]
+
+pub mod explore;
+pub mod workload;

@@ -151,7 +151,11 @@ impl<'a> CrashPoint<'a> {
         let mut plan: Vec<(Vec<usize>, ImageDesc)> = Vec::new();
         plan.push((vec![0; choice.len()], ImageDesc { strategy: "none", index: 0, seed: 0 }));
         plan.push(((0..choice.len()).map(latest).collect(), ImageDesc { strategy: "all", index: 0, seed: 0 }));
-        for (li, r) in lines.iter().enumerate() {
+        let step = match self.cfg.max_line_images {
+            0 => 1,
+            m => lines.len().div_ceil(m).max(1),
+        };
+        for (li, r) in lines.iter().enumerate().step_by(step) {
             let mut only = vec![0; choice.len()];
             let mut but: Vec<usize> = (0..choice.len()).map(latest).collect();
             for i in r.clone() {

@@ -30,11 +30,21 @@ pub struct SimConfig {
     pub random_samples: u32,
     /// Seed of the random images.
     pub seed: u64,
+    /// When not exhaustive, at most this many lines get their own
+    /// "only this line" and "all but this line" images (evenly spread over
+    /// the pending lines); 0 means every line.
+    pub max_line_images: usize,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { disabled: HashSet::new(), max_exhaustive: 4096, random_samples: 16, seed: 0x5eed }
+        SimConfig {
+            disabled: HashSet::new(),
+            max_exhaustive: 4096,
+            random_samples: 16,
+            seed: 0x5eed,
+            max_line_images: 0,
+        }
     }
 }
 

@@ -1,0 +1,425 @@
+//! The crash explorer: run a workload on the simulator, and at every drain
+//! recover every crash image the simulator yields and hold it to the
+//! oracle. Some images are recovered on a simulator of their own, so that
+//! crashes during recovery are explored too (nested crashes).
+
+use crate::workload::{Kind, Model, Op, generate};
+use daxkv::{Backend, PersistOptions, Region, Store};
+use daxkv_alloc::sim::{CrashPoint, ImageDesc, SimConfig, Site};
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// How to explore.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Operations per workload.
+    pub ops: usize,
+    /// Seed of the workload and of the simulator's random images.
+    pub seed: u64,
+    /// Exhaustive enumeration up to this many combinations per point.
+    pub max_exhaustive: u64,
+    /// Random images per crash point when not exhaustive.
+    pub random_samples: u32,
+    /// One image in this many is recovered on a simulator and crashed
+    /// again at every drain of its recovery (0: never).
+    pub nested_every: u64,
+    /// Also run a few operations after recovery and compare (1 in N).
+    pub continue_every: u64,
+    /// Persistence sites switched off (mutation testing).
+    pub disabled: HashSet<Site>,
+    /// At most this many lines get line-by-line images per point (0: all).
+    pub max_line_images: usize,
+    /// Stop at the first violation.
+    pub stop_at_first: bool,
+    /// Only check crash point number `only_point`, image `only_image` (replay).
+    pub only: Option<(u64, Option<ImageDesc>)>,
+}
+
+impl Config {
+    /// The quick mode used in the normal test run.
+    pub fn quick(seed: u64) -> Config {
+        Config {
+            ops: 300,
+            seed,
+            max_exhaustive: 256,
+            random_samples: 12,
+            nested_every: 256,
+            continue_every: 16,
+            max_line_images: 24,
+            disabled: HashSet::new(),
+            stop_at_first: false,
+            only: None,
+        }
+    }
+
+    /// The full mode: the simulator's own exhaustive limit, more operations.
+    pub fn full(seed: u64) -> Config {
+        Config {
+            ops: 3000,
+            max_exhaustive: 4096,
+            random_samples: 32,
+            nested_every: 16,
+            continue_every: 4,
+            max_line_images: 0,
+            ..Config::quick(seed)
+        }
+    }
+}
+
+/// A broken promise: what, where, and how to replay it.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    /// Workload.
+    pub workload: &'static str,
+    /// Its seed.
+    pub seed: u64,
+    /// Operation in progress.
+    pub op: usize,
+    /// Crash point number.
+    pub point: u64,
+    /// The image.
+    pub image: String,
+    /// What was wrong.
+    pub what: String,
+}
+
+impl Violation {
+    /// The command that replays this violation.
+    pub fn replay_command(&self, ops: usize) -> String {
+        format!(
+            "cargo run --release -p daxkv-tests --bin daxkv-crash -- replay --workload {} --seed {} --ops {} --point {} --image '{}'",
+            self.workload, self.seed, ops, self.point, self.image
+        )
+    }
+}
+
+/// What one exploration found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Workload name.
+    pub workload: &'static str,
+    /// Crash points visited (drains of the workload).
+    pub points: u64,
+    /// Crash images checked (after removing duplicates).
+    pub images: u64,
+    /// Images skipped as identical to one already checked.
+    pub duplicates: u64,
+    /// Crash points inside recovery (nested).
+    pub nested_points: u64,
+    /// Images checked at nested points.
+    pub nested_images: u64,
+    /// Distinct recovered states.
+    pub states: u64,
+    /// Seconds taken.
+    pub secs: f64,
+    /// Violations found (empty when the store kept every promise).
+    pub violations: Vec<Violation>,
+    /// Persistence sites the workload ran through, with call and redundant counts.
+    pub sites: Vec<(Site, u64, u64)>,
+}
+
+struct Oracle {
+    op: usize,
+    desc: String,
+    before: Arc<Model>,
+    after: Arc<Model>,
+}
+
+struct Shared {
+    cfg: Config,
+    kind: Kind,
+    oracle: Oracle,
+    seen: HashSet<u64>,
+    states: HashSet<u64>,
+    report: Report,
+    scratch: Arc<Region>,
+    counter: u64,
+}
+
+fn hash(b: &[u8]) -> u64 {
+    (crc32c::crc32c(b) as u64) << 32 | crc32c::crc32c_append(0x9e37_79b9, b) as u64
+}
+
+fn state_hash(m: &Model) -> u64 {
+    let mut h = 0u32;
+    for (k, v) in m {
+        h = crc32c::crc32c_append(h, k);
+        h = crc32c::crc32c_append(h, &(v.len() as u64).to_le_bytes());
+        h = crc32c::crc32c_append(h, v);
+    }
+    h as u64 | (m.len() as u64) << 32
+}
+
+fn contents(s: &Store) -> Result<Model, String> {
+    s.iter().map(|kv| kv.map_err(|e| e.to_string())).collect()
+}
+
+/// Recover `region` and hold it to the oracle: the state before or after
+/// the op in progress, `check()` clean, and (sometimes) later ops agree.
+fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool) -> Result<Model, String> {
+    let s = Store::open_on(region).map_err(|e| format!("recovery failed: {e}"))?;
+    let got = contents(&s)?;
+    if got != *o.before && got != *o.after {
+        let (b, a) = (o.before.len(), o.after.len());
+        let missing: Vec<_> = o.before.keys().filter(|k| !got.contains_key(*k)).take(3).collect();
+        return Err(format!(
+            "recovered {} keys, neither the state before ({b}) nor after ({a}) the op; e.g. missing {:?}",
+            got.len(),
+            missing.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>()
+        ));
+    }
+    let rep = s.check().map_err(|e| e.to_string())?;
+    if !rep.is_ok() {
+        return Err(format!("check: {:?}", &rep.problems[..rep.problems.len().min(3)]));
+    }
+    if continue_ops {
+        let mut m = got.clone();
+        let more = [
+            Op::Put(b"after-crash-a".to_vec(), vec![1; 300]),
+            Op::Delete(m.keys().next().cloned().unwrap_or_else(|| b"x".to_vec())),
+            Op::Batch(vec![(b"after-crash-b".to_vec(), Some(vec![2; 40])), (b"after-crash-c".to_vec(), None)]),
+        ];
+        for op in &more {
+            let changed = op.run(&s).map_err(|e| format!("operation after recovery: {e}"))?;
+            op.apply(&mut m, changed);
+        }
+        if contents(&s)? != m {
+            return Err("operations after recovery disagree with the model".into());
+        }
+        let rep = s.check().map_err(|e| e.to_string())?;
+        if !rep.is_ok() {
+            return Err(format!("check after further operations: {:?}", rep.problems));
+        }
+    }
+    Ok(got)
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => Err(format!(
+            "panic: {}",
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+fn on_point(sh: &Arc<Mutex<Shared>>, cp: &CrashPoint<'_>) {
+    let mut g = sh.lock().expect("explorer state");
+    if g.cfg.stop_at_first && !g.report.violations.is_empty() {
+        return;
+    }
+    g.report.points += 1;
+    let point = cp.index;
+    if let Some((p, _)) = &g.cfg.only
+        && *p != point
+    {
+        return;
+    }
+    let only_img = g.cfg.only.as_ref().and_then(|(_, d)| *d);
+    cp.for_each_image(|img, desc| {
+        if let Some(d) = &only_img
+            && d != desc
+        {
+            return ControlFlow::Continue(());
+        }
+        if g.cfg.only.is_none() && !g.seen.insert(hash(img)) {
+            g.report.duplicates += 1;
+            return ControlFlow::Continue(());
+        }
+        g.report.images += 1;
+        g.counter += 1;
+        let n = g.counter;
+        let nested = g.cfg.nested_every > 0 && n.is_multiple_of(g.cfg.nested_every);
+        let cont = g.cfg.continue_every > 0 && n.is_multiple_of(g.cfg.continue_every);
+        let res = if nested {
+            nested_check(&mut g, img)
+        } else {
+            let scratch = g.scratch.clone();
+            scratch.write(0, img);
+            guarded(|| verify(scratch, &g.oracle, cont))
+        };
+        match res {
+            Ok(m) => {
+                let h = state_hash(&m);
+                g.states.insert(h);
+            }
+            Err(what) => {
+                let v = Violation {
+                    workload: g.kind.name(),
+                    seed: g.cfg.seed,
+                    op: g.oracle.op,
+                    point,
+                    image: desc.to_string(),
+                    what: format!("during {}: {what}", g.oracle.desc),
+                };
+                g.report.violations.push(v);
+                if g.cfg.stop_at_first {
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    });
+}
+
+/// Recover `img` on a simulator; at every drain of that recovery, recover
+/// each (sampled) image again on plain memory: a crash during recovery must
+/// be survivable too.
+fn nested_check(g: &mut Shared, img: &[u8]) -> Result<Model, String> {
+    let cfg = SimConfig {
+        disabled: g.cfg.disabled.clone(),
+        max_exhaustive: 8,
+        random_samples: 2,
+        seed: g.cfg.seed ^ 0xabcd,
+        max_line_images: 8,
+    };
+    let region = Arc::new(Region::sim(img, cfg));
+    let inner: Arc<Mutex<(u64, u64, Vec<String>)>> = Arc::new(Mutex::new((0, 0, Vec::new())));
+    let oracle = Oracle {
+        op: g.oracle.op,
+        desc: g.oracle.desc.clone(),
+        before: g.oracle.before.clone(),
+        after: g.oracle.after.clone(),
+    };
+    let scratch = g.scratch.clone();
+    {
+        let inner = inner.clone();
+        let o2 = Oracle {
+            op: oracle.op,
+            desc: oracle.desc.clone(),
+            before: oracle.before.clone(),
+            after: oracle.after.clone(),
+        };
+        region.simulator().expect("sim").set_hook(move |cp| {
+            let mut st = inner.lock().expect("nested");
+            st.0 += 1;
+            cp.for_each_image(|img2, d| {
+                st.1 += 1;
+                scratch.write(0, img2);
+                if let Err(e) = guarded(|| verify(scratch.clone(), &o2, false)) {
+                    st.2.push(format!("crash during recovery (its point {}, image {d}): {e}", cp.index));
+                }
+                ControlFlow::Continue(())
+            });
+        });
+    }
+    let res = guarded(|| verify(region.clone(), &oracle, false));
+    region.simulator().expect("sim").clear_hook();
+    let st = inner.lock().expect("nested");
+    g.report.nested_points += st.0;
+    g.report.nested_images += st.1;
+    if let Some(e) = st.2.first() {
+        return Err(e.clone());
+    }
+    res
+}
+
+/// Explore one workload.
+pub fn explore(kind: Kind, cfg: &Config) -> Report {
+    let start = Instant::now();
+    let ops = generate(kind, cfg.seed, cfg.ops);
+    let (pool, log) = kind.geometry();
+    let simcfg = SimConfig {
+        disabled: cfg.disabled.clone(),
+        max_exhaustive: cfg.max_exhaustive,
+        random_samples: cfg.random_samples,
+        seed: cfg.seed,
+        max_line_images: cfg.max_line_images,
+    };
+    let region = Arc::new(Region::sim(&vec![0u8; pool], simcfg));
+    let store = match Store::create_on(region.clone(), log) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut r = Report { workload: kind.name(), ..Report::default() };
+            r.violations.push(Violation {
+                workload: kind.name(),
+                seed: cfg.seed,
+                op: 0,
+                point: 0,
+                image: String::new(),
+                what: format!("create failed: {e}"),
+            });
+            return r;
+        }
+    };
+    let scratch = Arc::new(
+        Region::anonymous(pool, &PersistOptions::default().with_backend(Backend::Volatile)).expect("scratch memory"),
+    );
+    let empty = Arc::new(Model::new());
+    let sh = Arc::new(Mutex::new(Shared {
+        cfg: cfg.clone(),
+        kind,
+        oracle: Oracle { op: 0, desc: "create".into(), before: empty.clone(), after: empty },
+        seen: HashSet::new(),
+        states: HashSet::new(),
+        report: Report { workload: kind.name(), ..Report::default() },
+        scratch,
+        counter: 0,
+    }));
+    {
+        let sh = sh.clone();
+        region.simulator().expect("sim").set_hook(move |cp| on_point(&sh, cp));
+    }
+    let mut model = Model::new();
+    for (i, op) in ops.iter().enumerate() {
+        let mut after = model.clone();
+        // Where an op may be refused (CAS mismatch, full pool) it leaves the
+        // state before it, which the oracle accepts anyway.
+        op.apply(&mut after, true);
+        {
+            let mut g = sh.lock().expect("explorer state");
+            g.oracle =
+                Oracle { op: i, desc: op.describe(), before: Arc::new(model.clone()), after: Arc::new(after.clone()) };
+        }
+        let changed = match op.run(&store) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut g = sh.lock().expect("explorer state");
+                let v = Violation {
+                    workload: kind.name(),
+                    seed: cfg.seed,
+                    op: i,
+                    point: 0,
+                    image: String::new(),
+                    what: format!("{} failed: {e}", op.describe()),
+                };
+                g.report.violations.push(v);
+                break;
+            }
+        };
+        op.apply(&mut model, changed);
+        let mut g = sh.lock().expect("explorer state");
+        let m = Arc::new(model.clone());
+        g.oracle = Oracle { op: i, desc: format!("after {}", op.describe()), before: m.clone(), after: m };
+        if g.cfg.stop_at_first && !g.report.violations.is_empty() {
+            break;
+        }
+    }
+    region.simulator().expect("sim").clear_hook();
+    let live = contents(&store).unwrap_or_default();
+    let mut g = sh.lock().expect("explorer state");
+    if live != model {
+        let v = Violation {
+            workload: kind.name(),
+            seed: cfg.seed,
+            op: ops.len(),
+            point: 0,
+            image: "live".into(),
+            what: "the live store disagrees with the model".into(),
+        };
+        g.report.violations.push(v);
+    }
+    g.report.sites =
+        region.simulator().expect("sim").sites().into_iter().map(|(s, c)| (s, c.calls, c.redundant)).collect();
+    g.report.states = g.states.len() as u64;
+    g.report.secs = start.elapsed().as_secs_f64();
+    drop(store);
+    g.report.clone()
+}

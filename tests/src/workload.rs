@@ -1,0 +1,225 @@
+//! Seeded workload generators and the model they are checked against.
+
+use daxkv::{Error, Store};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::collections::BTreeMap;
+
+/// The model of a store: a sorted map.
+pub type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// One operation of a workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Put a key.
+    Put(Vec<u8>, Vec<u8>),
+    /// Delete a key.
+    Delete(Vec<u8>),
+    /// Compare-and-swap: expected value (None = absent), new value (None = delete).
+    Cas(Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>),
+    /// A transaction of puts (Some) and deletes (None), all or nothing.
+    Tx(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    /// A write batch, all or nothing.
+    Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+}
+
+impl Op {
+    /// A short description for reports.
+    pub fn describe(&self) -> String {
+        let k = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+        match self {
+            Op::Put(key, v) => format!("put {} ({} B)", k(key), v.len()),
+            Op::Delete(key) => format!("delete {}", k(key)),
+            Op::Cas(key, _, _) => format!("cas {}", k(key)),
+            Op::Tx(w) => format!("transaction of {}", w.len()),
+            Op::Batch(w) => format!("batch of {}", w.len()),
+        }
+    }
+
+    /// Run the op on `store`; `Ok(true)` if it changed the state (or may
+    /// have), `Ok(false)` if it was refused (pool full, CAS mismatch).
+    pub fn run(&self, store: &Store) -> Result<bool, Error> {
+        let full = |r: Result<(), Error>| match r {
+            Ok(()) => Ok(true),
+            Err(Error::PoolFull(_)) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match self {
+            Op::Put(k, v) => full(store.put(k, v)),
+            Op::Delete(k) => store.delete(k).map(|_| true),
+            Op::Cas(k, e, n) => match store.compare_and_swap(k, e.as_deref(), n.as_deref()) {
+                Ok(r) => Ok(r.is_ok()),
+                Err(Error::PoolFull(_)) => Ok(false),
+                Err(e) => Err(e),
+            },
+            Op::Tx(w) => full(store.transaction(|tx| {
+                for (k, v) in w {
+                    match v {
+                        Some(v) => tx.put(k, v)?,
+                        None => {
+                            tx.delete(k)?;
+                        }
+                    }
+                }
+                Ok(())
+            })),
+            Op::Batch(w) => full(store.write_batch(w)),
+        }
+    }
+
+    /// Apply the op to the model as the store applies it when `changed`.
+    pub fn apply(&self, m: &mut Model, changed: bool) {
+        if !changed {
+            return;
+        }
+        match self {
+            Op::Put(k, v) => {
+                m.insert(k.clone(), v.clone());
+            }
+            Op::Delete(k) => {
+                m.remove(k);
+            }
+            Op::Cas(k, _, n) => match n {
+                Some(v) => {
+                    m.insert(k.clone(), v.clone());
+                }
+                None => {
+                    m.remove(k);
+                }
+            },
+            Op::Tx(w) | Op::Batch(w) => {
+                for (k, v) in w {
+                    match v {
+                        Some(v) => m.insert(k.clone(), v.clone()),
+                        None => m.remove(k),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The workloads of the crash suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Random puts, deletes, CAS, transactions and batches, small and large
+    /// values.
+    Mixed,
+    /// Sequential fills that split leaves, then deletes that empty and
+    /// unlink them.
+    FillDrain,
+    /// Big values in a small pool: allocations fail with PoolFull, deletes
+    /// free space, puts succeed again.
+    PoolFull,
+    /// Many small transactions through a small log: it wraps several times.
+    LogWrap,
+}
+
+impl Kind {
+    /// Every workload.
+    pub const ALL: [Kind; 4] = [Kind::Mixed, Kind::FillDrain, Kind::PoolFull, Kind::LogWrap];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Mixed => "mixed",
+            Kind::FillDrain => "fill-drain",
+            Kind::PoolFull => "pool-full",
+            Kind::LogWrap => "log-wrap",
+        }
+    }
+
+    /// Parse a name.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Pool and log size for this workload (bytes).
+    pub fn geometry(self) -> (usize, u64) {
+        match self {
+            Kind::PoolFull => (2 << 20, 128 << 10),
+            Kind::LogWrap => (2 << 20, 16 << 10),
+            _ => (2 << 20, 128 << 10),
+        }
+    }
+}
+
+fn val(rng: &mut StdRng, small: bool) -> Vec<u8> {
+    let len = if small || rng.gen_range(0..20) != 0 { rng.gen_range(0..200) } else { rng.gen_range(300..6000) };
+    let b: u8 = rng.r#gen();
+    (0..len).map(|i| b.wrapping_add(i as u8)).collect()
+}
+
+fn key(rng: &mut StdRng, space: u32) -> Vec<u8> {
+    format!("k{:05}", rng.gen_range(0..space)).into_bytes()
+}
+
+fn writes(rng: &mut StdRng, n: usize, space: u32) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    (0..n).map(|_| (key(rng, space), if rng.gen_bool(0.8) { Some(val(rng, true)) } else { None })).collect()
+}
+
+/// Generate `n` operations of workload `kind` from `seed`. CAS expectations
+/// are filled in against the model as it evolves, so about half succeed.
+pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (kind as u64) << 32);
+    let mut model = Model::new();
+    let mut ops = Vec::with_capacity(n);
+    for i in 0..n {
+        let op = match kind {
+            Kind::Mixed => match rng.gen_range(0..100) {
+                0..=44 => Op::Put(key(&mut rng, 500), val(&mut rng, false)),
+                45..=59 => Op::Delete(key(&mut rng, 500)),
+                60..=69 => {
+                    let k = key(&mut rng, 500);
+                    let cur = model.get(&k).cloned();
+                    let exp = if rng.gen_bool(0.6) { cur } else { Some(b"no such value".to_vec()) };
+                    let new = if rng.gen_bool(0.8) { Some(val(&mut rng, true)) } else { None };
+                    Op::Cas(k, exp, new)
+                }
+                70..=84 => {
+                    let n = if rng.gen_range(0..30) == 0 { rng.gen_range(65..120) } else { rng.gen_range(2..8) };
+                    Op::Tx(writes(&mut rng, n, 500))
+                }
+                _ => {
+                    let n = rng.gen_range(2..12);
+                    Op::Batch(writes(&mut rng, n, 500))
+                }
+            },
+            Kind::FillDrain => {
+                let phase = (i * 3) / n; // fill, then delete, then refill
+                let k = format!("f{:05}", (i * 7) % (n / 3).max(1)).into_bytes();
+                match phase {
+                    0 => Op::Put(format!("f{:05}", i).into_bytes(), val(&mut rng, true)),
+                    1 => Op::Delete(format!("f{:05}", i - n / 3).into_bytes()),
+                    _ => Op::Put(k, val(&mut rng, true)),
+                }
+            }
+            Kind::PoolFull => {
+                if rng.gen_range(0..3) == 0 {
+                    Op::Delete(key(&mut rng, 40))
+                } else {
+                    let len = rng.gen_range(20_000..120_000);
+                    Op::Put(key(&mut rng, 40), vec![rng.r#gen(); len])
+                }
+            }
+            Kind::LogWrap => {
+                let n = rng.gen_range(2..6);
+                // Keys far apart so that several leaves change: the log path.
+                Op::Tx(
+                    (0..n)
+                        .map(|j| {
+                            (
+                                format!("w{:02}{:04}", j * 20, rng.gen_range(0..300)).into_bytes(),
+                                Some(val(&mut rng, true)),
+                            )
+                        })
+                        .collect(),
+                )
+            }
+        };
+        // The model only steers CAS expectations; outcomes are decided when
+        // the op runs.
+        op.apply(&mut model, true);
+        ops.push(op);
+    }
+    ops
+}
