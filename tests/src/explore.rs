@@ -137,6 +137,7 @@ struct Shared {
     report: Report,
     scratch: Arc<Region>,
     counter: u64,
+    nested_sites: Vec<(Site, u64, u64)>,
 }
 
 fn hash(b: &[u8]) -> u64 {
@@ -312,6 +313,9 @@ fn nested_check(g: &mut Shared, img: &[u8]) -> Result<Model, String> {
     }
     let res = guarded(|| verify(region.clone(), &oracle, false));
     region.simulator().expect("sim").clear_hook();
+    for (site, c) in region.simulator().expect("sim").sites() {
+        g.nested_sites.push((site, c.calls, c.redundant));
+    }
     let st = inner.lock().expect("nested");
     g.report.nested_points += st.0;
     g.report.nested_images += st.1;
@@ -362,6 +366,7 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
         report: Report { workload: kind.name(), ..Report::default() },
         scratch,
         counter: 0,
+        nested_sites: Vec::new(),
     }));
     {
         let sh = sh.clone();

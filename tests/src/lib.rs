@@ -7,4 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod explore;
+pub mod mutants;
+pub mod torture;
 pub mod workload;
