@@ -146,23 +146,26 @@ pub fn run(bin: &Path, pool: &Path, kills: u64, seed: u64) -> TortureReport {
         if let Some(f) = inflight {
             op(seed, f).apply(&mut with_inflight, true);
         }
-        if got == with_inflight && inflight.is_some() && got != model {
-            rep.inflight_applied += 1;
-            model = with_inflight;
-            next = inflight.expect("in flight") + 1;
-        } else if got != model {
-            let lost = model.iter().filter(|(k, v)| got.get(*k) != Some(v)).count() as u64;
-            rep.lost += lost;
-            rep.failures.push(format!(
-                "kill {k} (seed {seed}): after {} acknowledged ops the pool holds {} keys, the model {} ({lost} differ)",
-                rep.acked,
-                got.len(),
-                model.len()
-            ));
-            break;
-        } else if inflight.is_some() {
-            // In flight but not applied: skip it, the child resumes after it.
-            next = inflight.expect("in flight") + 1;
+        match inflight {
+            Some(f) if got == with_inflight && got != model => {
+                rep.inflight_applied += 1;
+                model = with_inflight;
+                next = f + 1;
+            }
+            _ if got != model => {
+                let lost = model.iter().filter(|(k, v)| got.get(*k) != Some(v)).count() as u64;
+                rep.lost += lost;
+                rep.failures.push(format!(
+                    "kill {k} (seed {seed}): after {} acknowledged ops the pool holds {} keys, the model {} ({lost} differ)",
+                    rep.acked,
+                    got.len(),
+                    model.len()
+                ));
+                break;
+            }
+            // In flight but not applied (or a no-op): the child resumes after it.
+            Some(f) => next = f + 1,
+            None => {}
         }
         match store.check() {
             Ok(c) if c.is_ok() => {}
