@@ -149,43 +149,56 @@ impl Store {
         'retry: loop {
             // Lock every leaf involved, in address order.
             let snap = self.index.load();
+            // Route every key once; remember each key's leaf by index.
+            let nkeys = plan.len() + reads.len();
             let mut leaves: Vec<Arc<LeafRef>> = Vec::new();
+            let mut slot_of: std::collections::HashMap<*const LeafRef, usize> = Default::default();
+            let mut owner: Vec<usize> = Vec::with_capacity(nkeys);
             for k in plan.iter().map(|p| p.key.as_slice()).chain(reads.keys().map(|k| k.as_slice())) {
                 let l = snap.route(k);
-                if !leaves.iter().any(|x| Arc::ptr_eq(x, l)) {
+                let i = *slot_of.entry(Arc::as_ptr(l)).or_insert_with(|| {
                     leaves.push(l.clone());
-                }
+                    leaves.len() - 1
+                });
+                owner.push(i);
             }
+            // Lock in address order. If the index is still the one routed
+            // with and no leaf was locked by anyone since its version was
+            // read, the routes still hold; otherwise route again.
+            let versions: Vec<u64> = leaves.iter().map(|l| l.read_begin()).collect();
+            let mut order: Vec<usize> = (0..leaves.len()).collect();
+            order.sort_by_key(|&i| leaves[i].off);
+            let current = self.index.is_current(&snap);
             drop(snap);
-            leaves.sort_by_key(|l| l.off);
-            for l in &leaves {
-                l.lock();
+            let mut fast = current;
+            for &i in &order {
+                if fast && leaves[i].lock_if_unchanged(versions[i]) {
+                    continue;
+                }
+                fast = false;
+                leaves[i].lock();
             }
             let unlock_all = |ls: &[Arc<LeafRef>]| ls.iter().for_each(|l| l.unlock());
-            let snap = self.index.load();
-            let owner = |k: &[u8]| leaves.iter().position(|l| Arc::ptr_eq(l, snap.route(k)));
-            let mut keyleaf = Vec::with_capacity(plan.len());
-            for p in plan {
-                match owner(&p.key) {
-                    Some(i) if !leaves[i].is_dead() => keyleaf.push(i),
-                    _ => {
-                        unlock_all(&leaves);
-                        continue 'retry;
-                    }
-                }
+            if leaves.iter().any(|l| l.is_dead()) {
+                unlock_all(&leaves);
+                continue 'retry;
             }
-            for (k, seen) in reads {
-                let fp = leaf::fingerprint(k);
-                let Some(i) = owner(k) else {
+            if !fast {
+                let snap = self.index.load();
+                let keys = plan.iter().map(|p| p.key.as_slice()).chain(reads.keys().map(|k| k.as_slice()));
+                if keys.zip(&owner).any(|(k, &i)| !Arc::ptr_eq(snap.route(k), &leaves[i])) {
                     unlock_all(&leaves);
                     continue 'retry;
-                };
+                }
+            }
+            let keyleaf: Vec<usize> = owner[..plan.len()].to_vec();
+            for ((k, seen), &i) in reads.iter().zip(&owner[plan.len()..]) {
+                let fp = leaf::fingerprint(k);
                 if self.find(leaves[i].off, k, fp).map(|f| f.rec) != *seen {
                     unlock_all(&leaves);
                     return Err(Error::Conflict { attempts: 1 });
                 }
             }
-            drop(snap);
             // Write slots and compute new bitmaps, leaf by leaf. Every put
             // takes a currently free slot (a replaced record's slot is freed by
             // the same publish). A leaf without enough free slots overflows
@@ -197,9 +210,13 @@ impl Store {
             let mut old_recs = Vec::new();
             let (mut dkeys, mut dbytes) = (0i64, 0i64);
             let mut failed: Option<Error> = None;
+            let mut by_leaf: Vec<Vec<&Planned>> = vec![Vec::new(); leaves.len()];
+            for (p, &i) in plan.iter().zip(&keyleaf) {
+                by_leaf[i].push(p);
+            }
             for i in 0..leaves.len() {
                 let off = leaves[i].off;
-                let mine: Vec<&Planned> = plan.iter().zip(&keyleaf).filter(|(_, k)| **k == i).map(|(p, _)| p).collect();
+                let mine = std::mem::take(&mut by_leaf[i]);
                 let need = mine.iter().filter(|p| p.rec.is_some()).count() as u32;
                 let mut used = bits[i];
                 let take_slot = |used: &mut u64| {

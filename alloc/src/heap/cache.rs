@@ -14,12 +14,10 @@
 //! still hold it pinned at some `p <= r`, and `E` cannot pass `p + 1`
 //! while it stays pinned.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::fence;
 
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
@@ -61,7 +59,7 @@ impl Epoch {
     }
 
     pub(crate) fn pin(&self, cell: &Arc<CacheCell>) -> Guard {
-        if cell.nest.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+        if cell.nest.fetch_add(1, Ordering::Relaxed) == 0 {
             loop {
                 let e = self.global.load(Ordering::SeqCst);
                 cell.pin.store(e, Ordering::SeqCst);
@@ -116,8 +114,48 @@ pub struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if self.cell.nest.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+        if self.cell.nest.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.cell.pin.store(0, Ordering::Release);
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+
+    /// A reader pinned before a block is unpublished never sees it freed:
+    /// the writer unpublishes, stamps the retirement, and frees only once
+    /// the epoch has moved two steps past the stamp.
+    #[test]
+    fn loom_epoch_handoff() {
+        loom::model(|| {
+            let epoch = Arc::new(Epoch::new());
+            let cell = Arc::new(CacheCell::new(1));
+            let published = Arc::new(AtomicU64::new(1)); // 1: the old block
+            let freed = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let (epoch, cell, published, freed) = (epoch.clone(), cell.clone(), published.clone(), freed.clone());
+                loom::thread::spawn(move || {
+                    let g = epoch.pin(&cell);
+                    if published.load(Ordering::Acquire) == 1 {
+                        assert!(!freed.load(Ordering::Acquire), "block freed under a pinned reader");
+                    }
+                    drop(g);
+                })
+            };
+            published.store(2, Ordering::Release);
+            let stamp = epoch.retire_stamp();
+            for _ in 0..3 {
+                epoch.try_advance([&cell].into_iter());
+                if epoch.safe(stamp) {
+                    freed.store(true, Ordering::Release);
+                    break;
+                }
+                loom::thread::yield_now();
+            }
+            reader.join().unwrap();
+        });
     }
 }
