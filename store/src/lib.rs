@@ -33,20 +33,38 @@
 //! ```
 #![forbid(unsafe_code)]
 
+// Under `--cfg loom` only the version-lock protocol is built, for its model.
+#[cfg(not(loom))]
 mod check;
+#[cfg(not(loom))]
 mod error;
+#[cfg(not(loom))]
 mod format;
+#[allow(dead_code)]
 mod index;
+#[cfg(not(loom))]
 mod iter;
+#[cfg(not(loom))]
 mod leaf;
+#[cfg(not(loom))]
 mod options;
+#[cfg(not(loom))]
 mod recovery;
+#[cfg(not(loom))]
 mod store;
+mod sync;
+#[cfg(not(loom))]
 mod tx;
 
+#[cfg(not(loom))]
 pub use daxkv_alloc::{Backend, OpenError, PersistInfo, PersistOptions, Persistence, Region, RegionOptions};
+#[cfg(not(loom))]
 pub use error::{Error, PoolError, Result};
+#[cfg(not(loom))]
 pub use iter::Iter;
+#[cfg(not(loom))]
 pub use options::Options;
+#[cfg(not(loom))]
 pub use store::{CheckReport, MAX_KEY, MAX_VALUE, MIN_POOL, Stats, Store, ValueRef};
+#[cfg(not(loom))]
 pub use tx::Tx;
