@@ -126,6 +126,8 @@ struct Oracle {
     desc: String,
     before: Arc<Model>,
     after: Arc<Model>,
+    /// The pool is being created: "no pool yet" is an acceptable outcome.
+    creating: bool,
 }
 
 struct Shared {
@@ -161,7 +163,14 @@ fn contents(s: &Store) -> Result<Model, String> {
 /// Recover `region` and hold it to the oracle: the state before or after
 /// the op in progress, `check()` clean, and (sometimes) later ops agree.
 fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool) -> Result<Model, String> {
-    let s = Store::open_on(region).map_err(|e| format!("recovery failed: {e}"))?;
+    let s = match Store::open_on(region) {
+        Ok(s) => s,
+        // A crash while the pool is created leaves no pool, and says so.
+        Err(daxkv::PoolError::NotAPool { .. } | daxkv::PoolError::BadSuperblock { .. }) if o.creating => {
+            return Ok(Model::new());
+        }
+        Err(e) => return Err(format!("recovery failed: {e}")),
+    };
     let got = contents(&s)?;
     if got != *o.before && got != *o.after {
         let (b, a) = (o.before.len(), o.after.len());
@@ -288,6 +297,7 @@ fn nested_check(g: &mut Shared, img: &[u8]) -> Result<Model, String> {
         desc: g.oracle.desc.clone(),
         before: g.oracle.before.clone(),
         after: g.oracle.after.clone(),
+        creating: g.oracle.creating,
     };
     let scratch = g.scratch.clone();
     {
@@ -297,6 +307,7 @@ fn nested_check(g: &mut Shared, img: &[u8]) -> Result<Model, String> {
             desc: oracle.desc.clone(),
             before: oracle.before.clone(),
             after: oracle.after.clone(),
+            creating: oracle.creating,
         };
         region.simulator().expect("sim").set_hook(move |cp| {
             let mut st = inner.lock().expect("nested");
@@ -338,21 +349,6 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
         max_line_images: cfg.max_line_images,
     };
     let region = Arc::new(Region::sim(&vec![0u8; pool], simcfg));
-    let store = match Store::create_on(region.clone(), log) {
-        Ok(s) => s,
-        Err(e) => {
-            let mut r = Report { workload: kind.name(), ..Report::default() };
-            r.violations.push(Violation {
-                workload: kind.name(),
-                seed: cfg.seed,
-                op: 0,
-                point: 0,
-                image: String::new(),
-                what: format!("create failed: {e}"),
-            });
-            return r;
-        }
-    };
     let scratch = Arc::new(
         Region::anonymous(pool, &PersistOptions::default().with_backend(Backend::Volatile)).expect("scratch memory"),
     );
@@ -360,7 +356,7 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
     let sh = Arc::new(Mutex::new(Shared {
         cfg: cfg.clone(),
         kind,
-        oracle: Oracle { op: 0, desc: "create".into(), before: empty.clone(), after: empty },
+        oracle: Oracle { op: 0, desc: "create".into(), before: empty.clone(), after: empty.clone(), creating: true },
         seen: HashSet::new(),
         states: HashSet::new(),
         report: Report { workload: kind.name(), ..Report::default() },
@@ -372,6 +368,24 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
         let sh = sh.clone();
         region.simulator().expect("sim").set_hook(move |cp| on_point(&sh, cp));
     }
+    // Crashes while the pool is created are explored too.
+    let store = match Store::create_on(region.clone(), log) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut g = sh.lock().expect("explorer state");
+            g.report.violations.push(Violation {
+                workload: kind.name(),
+                seed: cfg.seed,
+                op: 0,
+                point: 0,
+                image: String::new(),
+                what: format!("create failed: {e}"),
+            });
+            return g.report.clone();
+        }
+    };
+    sh.lock().expect("explorer state").oracle =
+        Oracle { op: 0, desc: "created".into(), before: empty.clone(), after: empty, creating: false };
     let mut model = Model::new();
     for (i, op) in ops.iter().enumerate() {
         let mut after = model.clone();
@@ -380,8 +394,13 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
         op.apply(&mut after, true);
         {
             let mut g = sh.lock().expect("explorer state");
-            g.oracle =
-                Oracle { op: i, desc: op.describe(), before: Arc::new(model.clone()), after: Arc::new(after.clone()) };
+            g.oracle = Oracle {
+                op: i,
+                desc: op.describe(),
+                before: Arc::new(model.clone()),
+                after: Arc::new(after.clone()),
+                creating: false,
+            };
         }
         let changed = match op.run(&store) {
             Ok(c) => c,
@@ -402,7 +421,8 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
         op.apply(&mut model, changed);
         let mut g = sh.lock().expect("explorer state");
         let m = Arc::new(model.clone());
-        g.oracle = Oracle { op: i, desc: format!("after {}", op.describe()), before: m.clone(), after: m };
+        g.oracle =
+            Oracle { op: i, desc: format!("after {}", op.describe()), before: m.clone(), after: m, creating: false };
         if g.cfg.stop_at_first && !g.report.violations.is_empty() {
             break;
         }

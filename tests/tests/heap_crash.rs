@@ -94,6 +94,7 @@ fn check_image(r: &Arc<Region>, img: &[u8], o: &Oracle) {
 fn crash_at_every_drain_recovers_without_leaks() {
     let r = Arc::new(Region::sim(&vec![0u8; POOL], SimConfig::default()));
     let heap = Heap::format(r.clone(), HEAP_OFF, POOL as u64 - HEAP_OFF).unwrap();
+    r.drain().unwrap(); // the owner makes the format durable before using it
     let oracle =
         Arc::new(Mutex::new(Oracle { before: vec![0; SLOTS as usize], after: vec![0; SLOTS as usize], op: 0 }));
     let stats = Arc::new(Mutex::new(Stats { points: 0, images: 0 }));

@@ -151,8 +151,10 @@ impl Heap {
         }
     }
 
-    /// Format a fresh heap in `[area_off, area_off + area_len)` and make the
-    /// format durable.
+    /// Format a fresh heap in `[area_off, area_off + area_len)`. The format
+    /// is written and flushed, and durable after the caller's next drain,
+    /// which must come before anything records where the heap is (the
+    /// store drains before it writes its superblock).
     pub fn format(region: Arc<Region>, area_off: u64, area_len: u64) -> Result<Heap, HeapError> {
         let layout = Layout::compute(area_off, area_len).ok_or(HeapError::TooSmall { len: area_len })?;
         region.check(area_off, area_len).map_err(|e| HeapError::BadHeader { what: e.to_string() })?;
@@ -164,7 +166,6 @@ impl Heap {
             bytes.extend_from_slice(&w.to_le_bytes());
         }
         region.copy_nodrain(area_off, &bytes);
-        region.drain()?;
         let h = Heap::new(region, layout);
         h.sh.pages.lock().give(0, layout.pages);
         Ok(h)
