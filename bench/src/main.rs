@@ -1,12 +1,22 @@
 //! `daxkv-bench`: daxkv's benchmark harness. Every subcommand prints a
 //! table, or with `--json` one JSON object per measurement per line.
-#![forbid(unsafe_code)]
+//!
+//! `daxkv-bench compare` is the comparison with the peers (LMDB, redb) on
+//! the same memory with the same durability; `daxkv-bench server` the one
+//! with redis-server.
+// The only unsafe block opens LMDB (heed marks opening a memory map unsafe).
+#![deny(unsafe_code)]
 
 mod alloc;
+mod chart;
+mod compare;
+mod engine;
 mod log;
 mod persist;
 mod report;
+mod server;
 mod store;
+mod workload;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +40,13 @@ enum Cmd {
     Store(store::StoreArgs),
     /// The redo log: commits per second and drains per commit.
     Log(log::LogArgs),
+    /// daxkv against LMDB and redb (same memory, same durability): fills,
+    /// reads, scans, YCSB A-F; flush floor, ratios, table, JSON, charts.
+    #[command(visible_alias = "workload")]
+    Compare(compare::CompareArgs),
+    /// `daxkv serve` against redis-server (AOF, appendfsync always), both
+    /// driven by redis-benchmark in the same run.
+    Server(server::ServerArgs),
 }
 
 fn finish(rows: Vec<report::Row>, checks: Vec<(String, bool)>, json: bool) {
@@ -65,6 +82,19 @@ fn main() {
         Cmd::Store(a) => {
             let (rows, checks) = store::run(&a);
             finish(rows, checks, cli.json);
+        }
+        Cmd::Compare(a) => {
+            let (rows, measured, checks) = compare::run(&a);
+            compare::output(&a, &rows, &measured, &checks, cli.json);
+        }
+        Cmd::Server(a) => {
+            let (rows, checks) = server::run(&a);
+            let (ratios, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.contains_key("ratio"));
+            report::print(&rows, cli.json);
+            if !cli.json {
+                println!();
+            }
+            finish(ratios, checks, cli.json);
         }
         Cmd::Alloc(a) => {
             let (rows, checks) = alloc::run(&a);

@@ -37,7 +37,7 @@ impl Rng {
 
 /// Run `op(i)` in batches until `ms` passes; best of three rounds.
 /// Returns nanoseconds per operation.
-fn measure(ms: u64, mut op: impl FnMut(u64)) -> f64 {
+pub(crate) fn measure(ms: u64, mut op: impl FnMut(u64)) -> f64 {
     let mut best = f64::MAX;
     let mut i = 0u64;
     for _ in 0..3 {

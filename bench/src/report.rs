@@ -43,6 +43,11 @@ pub fn print(rows: &[Row], json: bool) {
         }
         return;
     }
+    print!("{}", render(rows));
+}
+
+/// Rows as an aligned table, one line per row after a header line.
+pub fn render(rows: &[Row]) -> String {
     let mut cols: Vec<String> = Vec::new();
     for r in rows {
         for k in r.keys() {
@@ -58,12 +63,15 @@ pub fn print(rows: &[Row], json: bool) {
         .enumerate()
         .map(|(i, c)| cells.iter().map(|r| r[i].len()).max().unwrap_or(0).max(c.len()))
         .collect();
-    let line = |vals: Vec<&str>| {
+    let mut out = String::new();
+    let mut line = |vals: Vec<&str>| {
         let s: Vec<String> = vals.iter().zip(&widths).map(|(v, w)| format!("{v:>w$}")).collect();
-        println!("{}", s.join("  ").trim_end());
+        out.push_str(s.join("  ").trim_end());
+        out.push('\n');
     };
     line(cols.iter().map(String::as_str).collect());
     for r in &cells {
         line(r.iter().map(String::as_str).collect());
     }
+    out
 }
