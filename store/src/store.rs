@@ -195,12 +195,14 @@ impl Store {
         let log_off = HEADER_BYTES;
         let heap_off = log_off + log_len;
         let heap_len = pool_size - heap_off;
-        let log = Log::create(region.clone(), log_off, log_len)?;
+        // Heap and first leaf are written first; the log's creation ends
+        // with the one drain that makes all three durable, before the
+        // superblock can make them a pool.
         let heap = Heap::format(region.clone(), heap_off, heap_len)?;
         let head =
             heap.alloc(LEAF_BYTES).map_err(|e| PoolError::Options(format!("no room for the first leaf: {e}")))?;
         leaf::init(&region, head, &[], 0);
-        region.drain()?;
+        let log = Log::create(region.clone(), log_off, log_len)?;
         let mut sb = Superblock {
             uuid: uuid(),
             pool_size,
