@@ -197,14 +197,29 @@ impl Seps {
         lo - 1
     }
 
-    /// Number of keys `<= k` (plain comparisons; off the hot path).
+    /// Number of keys `<= k`.
     fn count_le(&self, k: &[u8]) -> usize {
-        (0..self.len()).collect::<Vec<_>>().partition_point(|&i| self.get(i) <= k)
+        self.partition(|key| key <= k)
     }
 
     /// Number of keys `< k`.
     fn count_lt(&self, k: &[u8]) -> usize {
-        (0..self.len()).collect::<Vec<_>>().partition_point(|&i| self.get(i) < k)
+        self.partition(|key| key < k)
+    }
+
+    /// First index whose key fails `pred` (keys are sorted, `pred` true on
+    /// a prefix).
+    fn partition(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
+        let (mut lo, mut hi) = (0usize, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if pred(self.get(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 }
 

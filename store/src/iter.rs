@@ -1,14 +1,18 @@
 //! Ordered iteration over a range, forward or reverse.
 //!
-//! The iterator reads one leaf at a time, optimistically: it copies the
-//! leaf's keys and values, then checks that neither the leaf nor the index
-//! changed meanwhile, and retries the leaf otherwise. Between leaves it
-//! moves by separator keys, so it sees each key at most once and in order;
-//! keys written concurrently may or may not be seen.
+//! The iterator reads one leaf at a time, optimistically: it collects the
+//! leaf's records in the range and sorts them by key, then checks that
+//! neither the leaf nor the index changed meanwhile, and retries the leaf
+//! otherwise. Keys and values are copied out only as the caller takes them;
+//! the iterator keeps its thread pinned, so the records it collected are not
+//! reused meanwhile (a long-lived iterator delays the reuse of freed space).
+//! Between leaves it moves by separator keys, so it sees each key at most
+//! once and in order; keys written concurrently may or may not be seen.
 
 use crate::error::Result;
 use crate::leaf;
 use crate::store::Store;
+use daxkv_alloc::Guard;
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -21,8 +25,9 @@ pub struct Iter<'a> {
     hi: Bound<Vec<u8>>,
     cursor: Option<Arc<[u8]>>,
     last: Option<Vec<u8>>,
-    buf: VecDeque<(Vec<u8>, Vec<u8>)>,
+    buf: VecDeque<u64>,
     done: bool,
+    _pin: Guard,
 }
 
 fn above(lo: &Bound<Vec<u8>>, k: &[u8]) -> bool {
@@ -58,13 +63,13 @@ pub(crate) fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
 impl<'a> Iter<'a> {
     pub(crate) fn new(store: &'a Store, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, fwd: bool) -> Iter<'a> {
         let done = store.live().is_err();
-        Iter { store, fwd, lo, hi, cursor: None, last: None, buf: VecDeque::new(), done }
+        let _pin = store.heap.pin();
+        Iter { store, fwd, lo, hi, cursor: None, last: None, buf: VecDeque::new(), done, _pin }
     }
 
     fn fill(&mut self) {
         let s = self.store;
         let r = &*s.region;
-        let _pin = s.heap.pin();
         loop {
             let snap = s.index.load();
             let leaf = match (&self.cursor, self.fwd) {
@@ -89,9 +94,13 @@ impl<'a> Iter<'a> {
             let sep = leaf.sep.clone();
             let v = leaf.read_begin();
             let bits = leaf::bitmap(r, leaf.off);
-            let mut got: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-            for i in leaf::live(bits) {
-                let rec = leaf::slot(r, leaf.off, i);
+            // Start every record's cache miss at once, then read them.
+            let recs: Vec<u64> = leaf::live(bits).map(|i| leaf::slot(r, leaf.off, i)).collect();
+            for &rec in &recs {
+                r.prefetch(rec);
+            }
+            let mut got: Vec<(&[u8], u64)> = Vec::with_capacity(recs.len());
+            for &rec in &recs {
                 let k = leaf::record_key(r, rec);
                 let fresh = match (&self.last, self.fwd) {
                     (None, _) => true,
@@ -99,7 +108,7 @@ impl<'a> Iter<'a> {
                     (Some(l), false) => k < l.as_slice(),
                 };
                 if fresh && above(&self.lo, k) && below(&self.hi, k) {
-                    got.push((k.to_vec(), leaf::record_value(r, rec).to_vec()));
+                    got.push((k, rec));
                 }
             }
             let next = if self.fwd { snap.after(&sep).map(|l| l.sep.clone()) } else { None };
@@ -107,22 +116,22 @@ impl<'a> Iter<'a> {
                 continue;
             }
             if self.fwd {
-                got.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                got.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 match next {
                     Some(n) if below(&self.hi, &n) => self.cursor = Some(n),
                     _ => self.done = true,
                 }
             } else {
-                got.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+                got.sort_unstable_by(|a, b| b.0.cmp(a.0));
                 if sep.is_empty() || !above(&self.lo, &sep) {
                     self.done = true;
                 }
                 self.cursor = Some(sep);
             }
             if let Some(l) = got.last() {
-                self.last = Some(l.0.clone());
+                self.last = Some(l.0.to_vec());
             }
-            self.buf.extend(got);
+            self.buf.extend(got.into_iter().map(|(_, rec)| rec));
             if !self.buf.is_empty() || self.done {
                 return;
             }
@@ -137,7 +146,8 @@ impl Iterator for Iter<'_> {
         while self.buf.is_empty() && !self.done {
             self.fill();
         }
-        self.buf.pop_front().map(Ok)
+        let r = &*self.store.region;
+        self.buf.pop_front().map(|rec| Ok((leaf::record_key(r, rec).to_vec(), leaf::record_value(r, rec).to_vec())))
     }
 }
 
