@@ -130,6 +130,11 @@ pub(crate) fn record_lens(r: &Region, rec: u64) -> Option<(usize, usize)> {
     r.check(rec, REC_HEADER).ok()?;
     let h = r.read_u64(rec);
     let (k, v) = ((h & 0xffff_ffff) as usize, (h >> 32) as usize);
+    // An optimistic reader can meet a record being written: never believe
+    // lengths beyond the limits (or the region).
+    if k > crate::MAX_KEY || v > crate::MAX_VALUE {
+        return None;
+    }
     r.check(rec, REC_HEADER + k as u64 + v as u64).ok()?;
     Some((k, v))
 }

@@ -509,7 +509,11 @@ impl Store {
         self.index.remove(&sep);
         leaf.kill();
         prev.unlock();
-        let _ = self.heap.retire(leaf.off);
+        // Freed at once, not after readers leave: every read of a leaf is
+        // validated against its version and dead flag, so a reader that
+        // still reaches this block retries. The drain above is what makes
+        // the reuse safe after a crash.
+        let _ = self.heap.free(leaf.off);
     }
 
     /// Split the full, locked `leaf`: the upper half of its keys moves to a

@@ -185,12 +185,24 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
                 }
             },
             Kind::FillDrain => {
-                let phase = (i * 3) / n; // fill, then delete, then refill
-                let k = format!("f{:05}", (i * 7) % (n / 3).max(1)).into_bytes();
-                match phase {
-                    0 => Op::Put(format!("f{:05}", i).into_bytes(), val(&mut rng, true)),
-                    1 => Op::Delete(format!("f{:05}", i - n / 3).into_bytes()),
-                    _ => Op::Put(k, val(&mut rng, true)),
+                // Fill in order (splits), then delete in order, each delete
+                // followed by a put whose record is leaf-sized, so a leaf
+                // unlinked by a delete is reused at once; then refill.
+                let (fill, drain) = (n * 3 / 10, n * 8 / 10);
+                if i < fill {
+                    Op::Put(format!("f{:05}", i).into_bytes(), val(&mut rng, true))
+                } else if i < drain {
+                    let j = (i - fill) / 2;
+                    if (i - fill) % 2 == 0 {
+                        // from the top, so whole leaves empty and unlink
+                        Op::Delete(format!("f{:05}", fill - 1 - j).into_bytes())
+                    } else {
+                        // below every f key: lands in the first leaves, not
+                        // in the ones being emptied
+                        Op::Put(format!("a{:05}", j).into_bytes(), vec![b'L'; 600])
+                    }
+                } else {
+                    Op::Put(format!("f{:05}", (i * 7) % fill.max(1)).into_bytes(), val(&mut rng, true))
                 }
             }
             Kind::PoolFull => {
