@@ -166,7 +166,14 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
     for i in 0..n {
         let op = match kind {
             Kind::Mixed => match rng.gen_range(0..100) {
-                0..=44 => Op::Put(key(&mut rng, 500), val(&mut rng, false)),
+                0..=40 => Op::Put(key(&mut rng, 500), val(&mut rng, false)),
+                // A long key (several cache lines) with a large value: the
+                // record's header and key are copied apart from its value.
+                41..=44 => {
+                    let mut k = key(&mut rng, 500);
+                    k.resize(k.len() + rng.gen_range(64..400), b'~');
+                    Op::Put(k, vec![rng.r#gen(); rng.gen_range(4097..9000)])
+                }
                 45..=59 => Op::Delete(key(&mut rng, 500)),
                 60..=69 => {
                     let k = key(&mut rng, 500);
