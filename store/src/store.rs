@@ -266,6 +266,20 @@ impl Store {
         }
         let ro = RegionOptions { persist: opts.persist.clone(), create_size: None, min_len: HEADER_BYTES };
         let region = Arc::new(Region::open(path, &ro)?);
+        // A crash while the pool was being created leaves the superblocks
+        // unwritten (all zero): nothing was ever acknowledged in it, so
+        // creating it again loses nothing.
+        if opts.create_if_missing && region.bytes(0, HEADER_BYTES as usize).iter().all(|&b| b == 0) {
+            if region.len() < MIN_POOL {
+                return Err(PoolError::Options(format!("{} is too small to create a pool in", path.display())));
+            }
+            let log_len = Options::new().pool_size(region.len()).log_len();
+            log::warn!(
+                "{}: found no superblock (a creation interrupted by a crash): creating the pool",
+                path.display()
+            );
+            return Self::format(region, path, log_len);
+        }
         recovery::open(region, path)
     }
 

@@ -202,3 +202,21 @@ fn a_pool_is_locked_while_open() {
     drop(s);
     Store::open(&p, &Options::new()).unwrap();
 }
+
+#[test]
+fn an_interrupted_creation_is_created_again() {
+    // A crash while creating leaves a sized file whose superblocks were never
+    // written: open without create_if_missing says so, with it creates.
+    let d = dir("interrupted");
+    let p = d.0.join("i.pool");
+    let mut b = vec![0u8; 4 << 20];
+    b[(1 << 20)..(1 << 20) + 5].copy_from_slice(b"junk!"); // half-written heap
+    std::fs::write(&p, &b).unwrap();
+    assert!(matches!(open_fails(&p), PoolError::NotAPool { .. }));
+    let s = Store::open(&p, &opts()).unwrap();
+    assert_eq!(s.len(), 0);
+    s.put(b"k", b"v").unwrap();
+    assert!(s.check().unwrap().is_ok());
+    s.close().unwrap();
+    assert_eq!(Store::open(&p, &Options::new()).unwrap().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
