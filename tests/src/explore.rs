@@ -55,15 +55,16 @@ impl Config {
         }
     }
 
-    /// The full mode: the simulator's own exhaustive limit, more operations.
+    /// The full mode: the simulator's own exhaustive limit (4096), more
+    /// operations, more random images, more nested recoveries.
     pub fn full(seed: u64) -> Config {
         Config {
-            ops: 3000,
+            ops: 1000,
             max_exhaustive: 4096,
             random_samples: 32,
-            nested_every: 16,
-            continue_every: 4,
-            max_line_images: 0,
+            nested_every: 32,
+            continue_every: 8,
+            max_line_images: 64,
             ..Config::quick(seed)
         }
     }

@@ -29,7 +29,7 @@ struct Cli {
 enum Cmd {
     /// Crash at every drain of each workload and check every image.
     Explore {
-        /// Full mode (exhaustive up to 4096 combinations, 3000 ops each).
+        /// Full mode (exhaustive up to 4096 combinations, 1000 ops each).
         #[arg(long)]
         full: bool,
         /// Workloads (default all): mixed, fill-drain, pool-full, log-wrap.
@@ -38,7 +38,7 @@ enum Cmd {
         /// Seed.
         #[arg(long, default_value_t = 0x5eed)]
         seed: u64,
-        /// Operations per workload (default: 300 quick, 3000 full).
+        /// Operations per workload (default: 300 quick, 1000 full).
         #[arg(long)]
         ops: Option<usize>,
     },
