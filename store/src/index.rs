@@ -35,12 +35,18 @@ impl LeafRef {
     #[inline]
     pub(crate) fn read_begin(&self) -> u64 {
         loop {
-            let v = self.version.load(Ordering::Acquire);
-            if v & 1 == 0 {
+            if let Some(v) = self.try_read_begin() {
                 return v;
             }
             spin();
         }
+    }
+
+    /// The version if no writer holds the leaf now.
+    #[inline]
+    pub(crate) fn try_read_begin(&self) -> Option<u64> {
+        let v = self.version.load(Ordering::Acquire);
+        (v & 1 == 0).then_some(v)
     }
 
     /// Whether nothing changed the leaf since `read_begin` returned `v`.
@@ -56,8 +62,7 @@ impl LeafRef {
         let mut spins = 0u32;
         loop {
             let v = self.version.load(Ordering::Relaxed);
-            if v & 1 == 0 && self.version.compare_exchange_weak(v, v + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
-            {
+            if v & 1 == 0 && self.version.compare_exchange(v, v + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 return;
             }
             spins += 1;
@@ -590,21 +595,28 @@ mod loom_tests {
             let leaf = LeafRef::new(0, Arc::from(&b""[..]));
             let a = Arc::new(Data::new(0));
             let b = Arc::new(Data::new(0));
+            // Writers take the lock without waiting (a waiting spin would
+            // only make the model larger); at most one can hold it.
+            let held = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
             let writers: Vec<_> = (1..=2u64)
                 .map(|w| {
-                    let (leaf, a, b) = (leaf.clone(), a.clone(), b.clone());
+                    let (leaf, a, b, held) = (leaf.clone(), a.clone(), b.clone(), held.clone());
                     loom::thread::spawn(move || {
-                        leaf.lock();
-                        a.store(w, Ordering::Release);
-                        b.store(w, Ordering::Release);
-                        leaf.unlock();
+                        if leaf.try_lock() {
+                            assert_eq!(held.fetch_add(1, Ordering::SeqCst), 0, "two writers hold the lock");
+                            a.store(w, Ordering::Release);
+                            b.store(w, Ordering::Release);
+                            held.fetch_sub(1, Ordering::SeqCst);
+                            leaf.unlock();
+                        }
                     })
                 })
                 .collect();
-            let v = leaf.read_begin();
-            let (x, y) = (a.load(Ordering::Acquire), b.load(Ordering::Acquire));
-            if leaf.validate(v) {
-                assert_eq!(x, y, "validated a torn read");
+            if let Some(v) = leaf.try_read_begin() {
+                let (x, y) = (a.load(Ordering::Acquire), b.load(Ordering::Acquire));
+                if leaf.validate(v) {
+                    assert_eq!(x, y, "validated a torn read");
+                }
             }
             for w in writers {
                 w.join().unwrap();

@@ -61,6 +61,7 @@ pub struct SiteStats {
     /// Times the site was called.
     pub calls: u64,
     /// Calls that changed nothing: a flush of lines with nothing new to
-    /// write back, a drain with nothing flushed or stored non-temporally.
+    /// write back, a drain with nothing flushed or stored non-temporally, a
+    /// copy or fill of the bytes already there.
     pub redundant: u64,
 }

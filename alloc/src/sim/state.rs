@@ -168,12 +168,16 @@ impl Sim {
         Self::record(&mut st, view, off, len);
     }
 
-    fn record(st: &mut State, view: &dyn Fn(usize) -> u64, off: usize, len: usize) {
+    /// Returns whether the store changed any word (a store of the values
+    /// already there changes nothing).
+    fn record(st: &mut State, view: &dyn Fn(usize) -> u64, off: usize, len: usize) -> bool {
+        let mut changed = false;
         for w in off / 8..(off + len).div_ceil(8) {
             let cur = view(w);
             match st.pending.get_mut(&w) {
                 Some(word) => {
                     if word.versions.last() != Some(&cur) {
+                        changed = true;
                         word.versions.push(cur);
                         if word.versions.len() > MAX_VERSIONS {
                             // Forget the oldest value, but never the one a
@@ -190,11 +194,13 @@ impl Sim {
                 }
                 None => {
                     if cur != word_at(&st.persisted, w) {
+                        changed = true;
                         st.pending.insert(w, Word { versions: vec![cur], flushed: None });
                     }
                 }
             }
         }
+        changed
     }
 
     /// Flush the lines touched by `[off, off+len)`: capture their words'
@@ -241,8 +247,14 @@ impl Sim {
         loc: &'static Location<'static>,
     ) {
         let mut st = self.state.lock();
-        let (_, disabled) = self.site(&mut st, kind, loc);
-        Self::record(&mut st, view, off, len);
+        let (site, disabled) = self.site(&mut st, kind, loc);
+        // A copy of the bytes already there is redundant (its flush of
+        // neighbouring words aside).
+        if !Self::record(&mut st, view, off, len)
+            && let Some(s) = st.sites.get_mut(&site)
+        {
+            s.redundant += 1;
+        }
         if !disabled {
             Self::flush_lines(&mut st, off, len);
         }
