@@ -263,10 +263,9 @@ impl Region {
     fn atomic(&self, off: u64) -> &AtomicU64 {
         let p = self.at(off, 8);
         assert!(off.is_multiple_of(8), "atomic access at unaligned offset {off}");
-        // SAFETY: p is in bounds and 8-byte aligned (the mapping is page
-        // aligned, off is a multiple of 8); the memory lives as long as self.
-        // Plain accesses of the same word are excluded by the callers'
-        // protocol (see the type's docs).
+        // The mapping is page aligned and off a multiple of 8; plain accesses
+        // of the same word are excluded by the callers' protocol (type docs).
+        // SAFETY: p is in bounds, 8-byte aligned, and lives as long as self.
         unsafe { &*(p as *const AtomicU64) }
     }
 

@@ -7,6 +7,7 @@
 
 use crate::report::Row;
 use crate::row;
+use crate::workload::Rng;
 use daxkv_alloc::{Backend, CopyIsa, FlushInstr, PersistOptions, Region, RegionOptions, available_flushes};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,16 +24,6 @@ pub struct PersistArgs {
     /// Time per measurement round in milliseconds (best of 3 rounds).
     #[arg(long, default_value_t = 300)]
     pub ms: u64,
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Run `op(i)` in batches until `ms` passes; best of three rounds.
@@ -130,7 +121,7 @@ pub fn run(args: &PersistArgs) -> (Vec<Row>, Vec<(String, bool)>) {
         }
         for size in [64usize, 128, 256, 4096] {
             let slots = r.len() / 4096;
-            let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+            let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
             let ns = measure(args.ms, |_| {
                 let off = (rng.next() % slots) * 4096;
                 if flushcache {

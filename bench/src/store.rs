@@ -3,6 +3,7 @@
 
 use crate::report::Row;
 use crate::row;
+use crate::workload::{Rng, key};
 use daxkv::{Options, Persistence, Store};
 use hdrhistogram::Histogram;
 use std::path::{Path, PathBuf};
@@ -35,25 +36,6 @@ pub struct StoreArgs {
     /// Directory for pool files (a tmpfs stands in for DAX memory).
     #[arg(long, default_value = "/dev/shm")]
     pub dir: PathBuf,
-}
-
-/// Key number `i` as `size` bytes: scattered (random order) or in order.
-fn key(i: u64, size: usize, scattered: bool) -> Vec<u8> {
-    let x = if scattered { i.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17) ^ 0x5bd1_e995 } else { i };
-    let mut k = vec![b'k'; size.max(8)];
-    let n = k.len();
-    k[n - 8..].copy_from_slice(&x.to_be_bytes());
-    k
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 struct Outcome {
@@ -167,7 +149,7 @@ pub fn run(a: &StoreArgs) -> (Vec<Row>, Vec<(String, bool)>) {
                 let s = store.clone();
                 let seeds: Vec<u64> = (0..threads as u64).map(|t| 0x1234_5678 + t).collect();
                 let rngs: Vec<std::sync::Mutex<Rng>> =
-                    seeds.into_iter().map(|x| std::sync::Mutex::new(Rng(x))).collect();
+                    seeds.into_iter().map(|x| std::sync::Mutex::new(Rng::new(x))).collect();
                 let o = run_threads(threads, n, |t, _| {
                     let i = rngs[t].lock().expect("rng").below(n);
                     u64::from(s.get(&key(i, a.key_size, true)).expect("get").is_some())

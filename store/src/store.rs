@@ -1,7 +1,7 @@
 //! [`Store`]: opening, the point operations, and closing.
 
 use crate::error::{Error, PoolError, Result};
-use crate::format::{self, HEADER_BYTES, Superblock};
+use crate::format::{HEADER_BYTES, Superblock};
 use crate::index::{Index, LeafRef};
 use crate::leaf::{self, LEAF_BYTES, SLOTS};
 use crate::options::Options;
@@ -682,6 +682,3 @@ fn uuid() -> [u8; 16] {
     b[8..].copy_from_slice(&(std::process::id() as u64 ^ (t >> 64) as u64).to_le_bytes());
     b
 }
-
-/// Keep the format module's constants in one place for docs.
-pub(crate) const _SB: usize = format::SB_LEN;

@@ -209,7 +209,8 @@ impl Store {
             let mut created: Vec<(u64, Arc<[u8]>)> = Vec::new();
             let mut old_recs = Vec::new();
             let (mut dkeys, mut dbytes) = (0i64, 0i64);
-            let mut failed: Option<Error> = None;
+            // Stop writing: `None` to retry after a split, `Some` to fail.
+            let mut failed: Option<Option<Error>> = None;
             let mut by_leaf: Vec<Vec<&Planned>> = vec![Vec::new(); leaves.len()];
             for (p, &i) in plan.iter().zip(&keyleaf) {
                 by_leaf[i].push(p);
@@ -280,10 +281,7 @@ impl Store {
                 }
                 if keep == 0 {
                     // A full leaf whose first key is new: split it, retry.
-                    failed = Some(match self.split(&leaves[i]) {
-                        Ok(()) => Error::Conflict { attempts: 0 },
-                        Err(e) => e,
-                    });
+                    failed = Some(self.split(&leaves[i]).err());
                     break;
                 }
                 let mut nb = 0u64;
@@ -305,7 +303,7 @@ impl Store {
                     let nl = match self.heap.alloc(leaf::LEAF_BYTES) {
                         Ok(nl) => nl,
                         Err(e) => {
-                            failed = Some(e.into());
+                            failed = Some(Some(e.into()));
                             break;
                         }
                     };
@@ -325,8 +323,8 @@ impl Store {
                 }
                 unlock_all(&leaves);
                 match e {
-                    Error::Conflict { attempts: 0 } => continue 'retry,
-                    e => return Err(e),
+                    None => continue 'retry,
+                    Some(e) => return Err(e),
                 }
             }
             let changed: Vec<usize> = (0..leaves.len()).filter(|&i| newbits[i] != bits[i]).collect();

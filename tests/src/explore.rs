@@ -122,6 +122,7 @@ pub struct Report {
     pub sites: Vec<(Site, u64, u64)>,
 }
 
+#[derive(Clone)]
 struct Oracle {
     op: usize,
     desc: String,
@@ -293,23 +294,11 @@ fn nested_check(g: &mut Shared, img: &[u8]) -> Result<Model, String> {
     };
     let region = Arc::new(Region::sim(img, cfg));
     let inner: Arc<Mutex<(u64, u64, Vec<String>)>> = Arc::new(Mutex::new((0, 0, Vec::new())));
-    let oracle = Oracle {
-        op: g.oracle.op,
-        desc: g.oracle.desc.clone(),
-        before: g.oracle.before.clone(),
-        after: g.oracle.after.clone(),
-        creating: g.oracle.creating,
-    };
+    let oracle = g.oracle.clone();
     let scratch = g.scratch.clone();
     {
         let inner = inner.clone();
-        let o2 = Oracle {
-            op: oracle.op,
-            desc: oracle.desc.clone(),
-            before: oracle.before.clone(),
-            after: oracle.after.clone(),
-            creating: oracle.creating,
-        };
+        let o2 = oracle.clone();
         region.simulator().expect("sim").set_hook(move |cp| {
             let mut st = inner.lock().expect("nested");
             st.0 += 1;
