@@ -426,13 +426,11 @@ impl Log {
     }
 
     /// Make `(start_seq, start_pos)` the durable checkpoint: slot 0, drain,
-    /// then slot 1, left to the next drain. Slot 0 is durable when this
-    /// returns; a crash before slot 1 is leaves slot 1 one checkpoint
-    /// behind, and open takes the newer slot. Slot 1 is always durable
-    /// before slot 0 is written again, because every checkpoint begins with
-    /// a drain, so a crash that tears slot 0 finds slot 1 at the previous
-    /// checkpoint, whose space has not been reused. (The crash suite's
-    /// mutation score showed the drain after slot 1 removable.)
+    /// slot 1, drain. Between the two, a crash leaves slot 0 new (or torn)
+    /// and slot 1 old; slot 1 must be durable before slot 0 is written again
+    /// (by this checkpoint's successor, possibly on another thread, whose
+    /// own opening drain may come before this slot 1 write), or a crash that
+    /// tears slot 0 finds no valid slot.
     fn write_checkpoint(&self, t: &mut Tail, start_seq: u64, start_pos: u64) -> Result<(), LogError> {
         let cp = Checkpoint { counter: t.counter + 1, start_seq, start_pos, area_len: self.geo.len };
         let bytes = cp.encode();
@@ -449,6 +447,8 @@ impl Log {
             t.terminated = true;
         }
         self.region.copy_nodrain(self.geo.slot(1), &bytes);
+        self.region.drain()?;
+        self.counters.drains.fetch_add(1, Ordering::Relaxed);
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
