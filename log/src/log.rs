@@ -297,8 +297,12 @@ impl Log {
                 t.terminated = true;
             }
             Some(next) => {
+                // `next` is a pass's start (ring offset 0), where every pass
+                // began with a record: it holds a whole record of an earlier
+                // pass, whose generation ends recovery cleanly, or zeros
+                // (create and open clear the free space). No header to clear.
+                debug_assert_eq!(next % self.geo.cap, 0);
                 self.region.copy_nodrain(self.geo.at(pos), &sealed[..len as usize]);
-                self.region.copy_nodrain(self.geo.at(next), &[0u8; REC_HEADER]);
                 t.terminated = true;
             }
             None => {
@@ -395,24 +399,14 @@ impl Log {
     /// space. The owner's writes that apply them must be written to the
     /// region (copied with `copy_nodrain`, or stored and flushed) before
     /// the call; the log drains to make them durable, then writes the
-    /// checkpoint (two slots, one drain each), and only then reuses the
-    /// space and wakes appenders waiting for it. Recovery after this
-    /// returns entries from `applied_through + 1` on.
+    /// checkpoint (see `write_checkpoint`), and only then reuses the space
+    /// and wakes appenders waiting for it. Recovery after this returns
+    /// entries from `applied_through + 1` on.
     pub fn checkpoint(&self, applied_through: u64) -> Result<(), LogError> {
-        {
-            let t = lock(&self.tail);
-            if applied_through >= t.next_seq {
-                return Err(LogError::NotAppended { seq: applied_through, next: t.next_seq });
-            }
-            if applied_through < t.start_seq {
-                return Ok(());
-            }
-        }
-        // The applied state first: a checkpoint must never be durable
-        // before what it says is applied.
-        self.region.drain()?;
-        self.counters.drains.fetch_add(1, Ordering::Relaxed);
         let mut t = lock(&self.tail);
+        if applied_through >= t.next_seq {
+            return Err(LogError::NotAppended { seq: applied_through, next: t.next_seq });
+        }
         if applied_through < t.start_seq {
             return Ok(());
         }
@@ -425,18 +419,19 @@ impl Log {
         Ok(())
     }
 
-    /// Make `(start_seq, start_pos)` the durable checkpoint: slot 0, drain,
-    /// slot 1, drain. Between the two, a crash leaves slot 0 new (or torn)
-    /// and slot 1 old; slot 1 must be durable before slot 0 is written again
-    /// (by this checkpoint's successor, possibly on another thread, whose
-    /// own opening drain may come before this slot 1 write), or a crash that
-    /// tears slot 0 finds no valid slot.
+    /// Make `(start_seq, start_pos)` the durable checkpoint: drain, slot 0,
+    /// drain, slot 1. The opening drain makes durable the applied state the
+    /// checkpoint stands for and the previous checkpoint's slot 1, so that a
+    /// crash tearing slot 0 finds slot 1 valid; slot 1 is left to the next
+    /// drain (slot 0 is the durable copy until then). Under the tail lock,
+    /// so checkpoints do not interleave.
     fn write_checkpoint(&self, t: &mut Tail, start_seq: u64, start_pos: u64) -> Result<(), LogError> {
+        self.region.drain()?;
         let cp = Checkpoint { counter: t.counter + 1, start_seq, start_pos, area_len: self.geo.len };
         let bytes = cp.encode();
         self.region.copy_nodrain(self.geo.slot(0), &bytes);
         self.region.drain()?;
-        self.counters.drains.fetch_add(1, Ordering::Relaxed);
+        self.counters.drains.fetch_add(2, Ordering::Relaxed);
         t.counter = cp.counter;
         t.start_seq = start_seq;
         t.head = start_pos;
@@ -447,8 +442,6 @@ impl Log {
             t.terminated = true;
         }
         self.region.copy_nodrain(self.geo.slot(1), &bytes);
-        self.region.drain()?;
-        self.counters.drains.fetch_add(1, Ordering::Relaxed);
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -578,6 +571,34 @@ mod tests {
         let rec = Log::scan(&r, BASE, 8192).unwrap();
         assert_eq!(rec.applied_through(), 3);
         assert_eq!(rec.map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+    }
+
+    /// Entries that end exactly at the ring's end, or too close to it for a
+    /// record: the next one starts the next pass, where no header is
+    /// cleared. Recovery must still end cleanly there, on the earlier
+    /// pass's record.
+    #[test]
+    fn ends_cleanly_at_a_pass_start() {
+        let r = region();
+        let len = 1024; // ring of 896 bytes
+        let log = Log::create(r.clone(), BASE, len).unwrap();
+        let mut passes_ended = 0;
+        for s in 1..=120u64 {
+            // 64-byte entries (14 per pass, the last ending at the ring's
+            // end), and now and then a 56-byte one, which leaves 8 bytes.
+            let n = if s % 23 == 0 { 12 } else { 20 };
+            assert_eq!(log.try_append(&[op(s, n)]).unwrap(), s);
+            log.commit(s).unwrap();
+            log.checkpoint(s - 1).unwrap();
+            let room = log.geo.cap - lock(&log.tail).pos % log.geo.cap;
+            if room == log.geo.cap || room < MIN_RECORD {
+                passes_ended += 1;
+            }
+            let rec = Log::scan(&r, BASE, len).unwrap();
+            assert!(rec.end().found.is_clean(), "after {s}: {:?}", rec.end());
+            assert_eq!(rec.map(|e| e.seq).collect::<Vec<_>>(), vec![s]);
+        }
+        assert!(passes_ended >= 5, "only {passes_ended} entries ended a pass");
     }
 
     /// Many passes round a small ring, checkpointing behind: every reopen
