@@ -326,6 +326,19 @@ impl Region {
         }
     }
 
+    /// Hint that the cache lines of `[off, off + len)` will be read soon
+    /// (one prefetch per line, all issued at once so their misses overlap).
+    /// Lines outside the region are skipped.
+    #[inline]
+    pub fn prefetch_range(&self, off: u64, len: u64) {
+        let end = off.saturating_add(len.max(1));
+        let mut line = off & !63;
+        while line < end {
+            self.prefetch(line.max(off));
+            line += 64;
+        }
+    }
+
     /// Atomic load of an aligned little-endian u64 (acquire).
     #[inline]
     #[track_caller]

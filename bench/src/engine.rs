@@ -167,9 +167,12 @@ impl Engine for Daxkv {
         }
     }
     fn scan(&self, start: &[u8], n: usize, bytes: &mut u64) -> usize {
+        // Borrowed pairs, as the peers' cursors give them.
+        let mut it = self.store.range(start..);
         let mut c = 0;
-        for kv in self.store.range(start..).take(n) {
-            let (k, v) = kv.expect("daxkv scan");
+        while c < n
+            && let Some((k, v)) = it.next_ref()
+        {
             *bytes += (k.len() + v.len()) as u64;
             c += 1;
         }

@@ -170,7 +170,16 @@ pub fn run(a: &StoreArgs) -> (Vec<Row>, Vec<(String, bool)>) {
                 let scans = (n / 100).max(1);
                 let o = run_threads(threads, scans, |_, i| {
                     let start = key((i * 7919) % n, a.key_size, true);
-                    s.range(start..).take(100).count() as u64
+                    // Borrowed pairs (zero-copy); the bytes are touched.
+                    let mut it = s.range(start..);
+                    let mut c = 0u64;
+                    while c < 100
+                        && let Some((k, v)) = it.next_ref()
+                    {
+                        std::hint::black_box((k.first(), v.last()));
+                        c += 1;
+                    }
+                    c
                 });
                 emit("scan-100", &o, Some(100));
             }

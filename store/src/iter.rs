@@ -94,12 +94,17 @@ impl<'a> Iter<'a> {
             let sep = leaf.sep.clone();
             let v = leaf.read_begin();
             let bits = leaf::bitmap(r, leaf.off);
-            // Start every record's cache miss at once, then read them.
+            // Start every record's cache misses at once, and the next leaf's,
+            // then read them.
             let recs: Vec<u64> = leaf::live(bits).map(|i| leaf::slot(r, leaf.off, i)).collect();
             for &rec in &recs {
-                r.prefetch(rec);
+                leaf::prefetch_record(r, rec);
             }
-            let mut got: Vec<(&[u8], u64)> = Vec::with_capacity(recs.len());
+            let ahead = if self.fwd { snap.after(&sep) } else { snap.before(&sep) };
+            if let Some(n) = ahead {
+                leaf::prefetch(r, n.off);
+            }
+            let mut got: Vec<(u64, &[u8], u64)> = Vec::with_capacity(recs.len());
             for &rec in &recs {
                 let k = leaf::record_key(r, rec);
                 let fresh = match (&self.last, self.fwd) {
@@ -108,30 +113,32 @@ impl<'a> Iter<'a> {
                     (Some(l), false) => k < l.as_slice(),
                 };
                 if fresh && above(&self.lo, k) && below(&self.hi, k) {
-                    got.push((k, rec));
+                    got.push((key_prefix(k), k, rec));
                 }
             }
             let next = if self.fwd { snap.after(&sep).map(|l| l.sep.clone()) } else { None };
             if !(leaf.validate(v) && s.index.is_current(&snap)) {
                 continue;
             }
+            // Sort on the keys' first 8 bytes as one integer, the whole key
+            // only to break ties.
             if self.fwd {
-                got.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                got.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
                 match next {
                     Some(n) if below(&self.hi, &n) => self.cursor = Some(n),
                     _ => self.done = true,
                 }
             } else {
-                got.sort_unstable_by(|a, b| b.0.cmp(a.0));
+                got.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(a.1)));
                 if sep.is_empty() || !above(&self.lo, &sep) {
                     self.done = true;
                 }
                 self.cursor = Some(sep);
             }
             if let Some(l) = got.last() {
-                self.last = Some(l.0.to_vec());
+                self.last = Some(l.1.to_vec());
             }
-            self.buf.extend(got.into_iter().map(|(_, rec)| rec));
+            self.buf.extend(got.into_iter().map(|(_, _, rec)| rec));
             if !self.buf.is_empty() || self.done {
                 return;
             }
@@ -139,15 +146,34 @@ impl<'a> Iter<'a> {
     }
 }
 
-impl Iterator for Iter<'_> {
-    type Item = Result<(Vec<u8>, Vec<u8>)>;
+/// The first 8 bytes of `k`, big-endian, zero-padded: comparing these
+/// orders keys as comparing the keys does, except that ties need the rest.
+#[inline]
+fn key_prefix(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = k.len().min(8);
+    b[..n].copy_from_slice(&k[..n]);
+    u64::from_be_bytes(b)
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
+impl Iter<'_> {
+    /// The next pair, borrowed from the pool instead of copied (zero-copy).
+    /// The borrow lasts until the next call; the iterator's pin keeps the
+    /// record from being reused meanwhile. Interleaves with `next`.
+    pub fn next_ref(&mut self) -> Option<(&[u8], &[u8])> {
         while self.buf.is_empty() && !self.done {
             self.fill();
         }
         let r = &*self.store.region;
-        self.buf.pop_front().map(|rec| Ok((leaf::record_key(r, rec).to_vec(), leaf::record_value(r, rec).to_vec())))
+        self.buf.pop_front().map(|rec| (leaf::record_key(r, rec), leaf::record_value(r, rec)))
+    }
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_ref().map(|(k, v)| Ok((k.to_vec(), v.to_vec())))
     }
 }
 

@@ -53,6 +53,20 @@ pub(crate) fn slot(r: &Region, leaf: u64, i: usize) -> u64 {
     r.load_u64(leaf + SLOT + 8 * i as u64)
 }
 
+/// Start the cache misses of a whole leaf at once: a lookup reads the
+/// bitmap and fingerprints, then a slot, and would otherwise wait for each.
+#[inline]
+pub(crate) fn prefetch(r: &Region, leaf: u64) {
+    r.prefetch_range(leaf, LEAF_BYTES as u64);
+}
+
+/// Start the cache misses of a record's first two lines (header, key and,
+/// for small records, the value).
+#[inline]
+pub(crate) fn prefetch_record(r: &Region, rec: u64) {
+    r.prefetch_range(rec, 128);
+}
+
 /// The eight fingerprint words.
 #[inline]
 pub(crate) fn fingerprints(r: &Region, leaf: u64) -> [u8; SLOTS] {

@@ -336,6 +336,7 @@ impl Store {
         loop {
             let snap = self.index.load();
             let leaf = snap.route(key);
+            leaf::prefetch(&self.region, leaf.off);
             let v = leaf.read_begin();
             let out = f(self.find(leaf.off, key, fp).map(|x| x.rec));
             if leaf.validate(v) && self.index.is_current(&snap) {
@@ -378,6 +379,7 @@ impl Store {
         {
             let snap = self.index.load();
             let leaf = snap.route(key);
+            leaf::prefetch(&self.region, leaf.off);
             let v = leaf.read_begin();
             if self.index.is_current(&snap) && !leaf.is_dead() && leaf.lock_if_unchanged(v) {
                 return leaf.clone();
