@@ -34,6 +34,8 @@ pub struct GroupCommit {
     finished: AtomicU64,
     state: Mutex<State>,
     done: Condvar,
+    /// Spins of a committer waiting for a leader's drain before it sleeps.
+    follower_spins: std::sync::atomic::AtomicU32,
 }
 
 impl GroupCommit {
@@ -44,12 +46,24 @@ impl GroupCommit {
             finished: AtomicU64::new(0),
             state: Mutex::new(State { durable, draining: false }),
             done: Condvar::new(),
+            follower_spins: std::sync::atomic::AtomicU32::new(FOLLOWER_SPINS),
         }
     }
 
     /// Every sequence number up to this one is durable.
     pub fn durable(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
+    }
+
+    /// How long a committer spins waiting for a leader's drain before it
+    /// sleeps on the condition variable.
+    pub fn set_follower_spins(&self, spins: u32) {
+        self.follower_spins.store(spins, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The follower spins in use.
+    pub fn follower_spins(&self) -> u32 {
+        self.follower_spins.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Return once `seq` is durable, draining as leader when no other
@@ -78,7 +92,7 @@ impl GroupCommit {
                 // Spin a little for the drain to end before sleeping.
                 let finished = self.finished.load(Ordering::Acquire);
                 drop(st);
-                for _ in 0..FOLLOWER_SPINS {
+                for _ in 0..self.follower_spins.load(std::sync::atomic::Ordering::Relaxed) {
                     if self.finished.load(Ordering::Acquire) != finished {
                         break;
                     }

@@ -84,6 +84,6 @@ pub use error::LogError;
 #[cfg(not(loom))]
 pub use format::{FORMAT_VERSION, HEADER_LEN, MIN_RECORD, SlotFault};
 #[cfg(not(loom))]
-pub use log::{Log, LogStats};
+pub use log::{GroupCommitOptions, Log, LogStats};
 #[cfg(not(loom))]
 pub use recovery::{Entry, Found, MIN_AREA, Recovery, ScanEnd};

@@ -93,7 +93,29 @@ pub struct Log {
     /// moment for them, so that their entries ride on its drain.
     appending: AtomicU64,
     group: GroupCommit,
+    /// Spins of a leader waiting for appends in progress (`written`).
+    leader_spins: std::sync::atomic::AtomicU32,
     counters: Counters,
+}
+
+/// Group-commit tuning: how long committers wait for each other so that
+/// one drain covers several entries. Waiting longer shares more drains
+/// between concurrent committers and costs a lone committer nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommitOptions {
+    /// Spins (each a `pause`, some tens of nanoseconds) a committer about to
+    /// drain waits for appends in progress to finish, so that their entries
+    /// ride on its drain. Default 128.
+    pub leader_wait_spins: u32,
+    /// Spins a committer whose entry is being drained by another waits for
+    /// that drain to end before it sleeps. Default 256.
+    pub follower_spins: u32,
+}
+
+impl Default for GroupCommitOptions {
+    fn default() -> Self {
+        GroupCommitOptions { leader_wait_spins: LEADER_SPINS, follower_spins: crate::sync::FOLLOWER_SPINS }
+    }
 }
 
 impl Log {
@@ -201,6 +223,7 @@ impl Log {
             appended: AtomicU64::new(next_seq - 1),
             appending: AtomicU64::new(0),
             group: GroupCommit::new(next_seq - 1),
+            leader_spins: std::sync::atomic::AtomicU32::new(LEADER_SPINS),
             counters: Counters::default(),
         }
     }
@@ -338,6 +361,20 @@ impl Log {
         }
     }
 
+    /// Set the group-commit waits (see [`GroupCommitOptions`]).
+    pub fn set_group_commit(&self, o: GroupCommitOptions) {
+        self.leader_spins.store(o.leader_wait_spins, std::sync::atomic::Ordering::Relaxed);
+        self.group.set_follower_spins(o.follower_spins);
+    }
+
+    /// The group-commit waits in use.
+    pub fn group_commit(&self) -> GroupCommitOptions {
+        GroupCommitOptions {
+            leader_wait_spins: self.leader_spins.load(std::sync::atomic::Ordering::Relaxed),
+            follower_spins: self.group.follower_spins(),
+        }
+    }
+
     /// Return once entry `seq` (and every earlier one) is durable. Committers
     /// running at once share drains: one of them drains for all whose
     /// entries were written when it began.
@@ -366,7 +403,7 @@ impl Log {
     /// lets concurrent committers share drains even when a drain is as
     /// quick as an append.
     fn written(&self) -> u64 {
-        for _ in 0..LEADER_SPINS {
+        for _ in 0..self.leader_spins.load(std::sync::atomic::Ordering::Relaxed) {
             if self.appending.load(Ordering::Acquire) == 0 {
                 break;
             }

@@ -113,7 +113,7 @@ impl<'a> Iter<'a> {
                     (Some(l), false) => k < l.as_slice(),
                 };
                 if fresh && above(&self.lo, k) && below(&self.hi, k) {
-                    got.push((key_prefix(k), k, rec));
+                    got.push((leaf::key_prefix(k), k, rec));
                 }
             }
             let next = if self.fwd { snap.after(&sep).map(|l| l.sep.clone()) } else { None };
@@ -144,16 +144,6 @@ impl<'a> Iter<'a> {
             }
         }
     }
-}
-
-/// The first 8 bytes of `k`, big-endian, zero-padded: comparing these
-/// orders keys as comparing the keys does, except that ties need the rest.
-#[inline]
-fn key_prefix(k: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = k.len().min(8);
-    b[..n].copy_from_slice(&k[..n]);
-    u64::from_be_bytes(b)
 }
 
 impl Iter<'_> {

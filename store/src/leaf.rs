@@ -167,6 +167,16 @@ pub(crate) fn record_value(r: &Region, rec: u64) -> &[u8] {
     r.bytes(rec + REC_HEADER + k as u64, v)
 }
 
+/// The first 8 bytes of `k`, big-endian, zero-padded: comparing these
+/// orders keys as comparing the keys does, except that ties need the rest.
+#[inline]
+pub(crate) fn key_prefix(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = k.len().min(8);
+    b[..n].copy_from_slice(&k[..n]);
+    u64::from_be_bytes(b)
+}
+
 /// Live slots of a bitmap, in slot order.
 #[inline]
 pub(crate) fn live(bits: u64) -> impl Iterator<Item = usize> {

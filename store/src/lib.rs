@@ -59,10 +59,11 @@ mod tx;
 #[cfg(not(loom))]
 pub use daxkv_alloc::{Backend, OpenError, PersistInfo, PersistOptions, Persistence, Region, RegionOptions};
 #[cfg(not(loom))]
+pub use daxkv_log::GroupCommitOptions;
+#[cfg(not(loom))]
 pub use error::{Error, PoolError, Result};
 #[cfg(not(loom))]
 pub use iter::Iter;
-#[cfg(not(loom))]
 pub use options::Options;
 #[cfg(not(loom))]
 pub use store::{CheckReport, MAX_KEY, MAX_VALUE, MIN_POOL, Stats, Store, ValueRef};

@@ -1,6 +1,7 @@
 //! [`Options`]: how a pool is created and opened.
 
 use daxkv_alloc::{PersistOptions, Persistence};
+use daxkv_log::GroupCommitOptions;
 
 /// Options for [`crate::Store::create`] and [`crate::Store::open`].
 #[derive(Debug, Clone)]
@@ -9,6 +10,7 @@ pub struct Options {
     pub(crate) persist: PersistOptions,
     pub(crate) create_if_missing: bool,
     pub(crate) log_size: Option<u64>,
+    pub(crate) group_commit: GroupCommitOptions,
 }
 
 impl Default for Options {
@@ -20,13 +22,15 @@ impl Default for Options {
 impl Options {
     /// Defaults: a 256 MiB pool, persistence chosen by probing (or by
     /// `DAXKV_PERSISTENCE` and the other `DAXKV_*` overrides if set), no
-    /// creation on open, a log of 1/64 of the pool (256 KiB .. 64 MiB).
+    /// creation on open, a log of 1/64 of the pool (256 KiB .. 64 MiB),
+    /// default group-commit waits.
     pub fn new() -> Options {
         Options {
             pool_size: 256 << 20,
             persist: PersistOptions::from_env().unwrap_or_default(),
             create_if_missing: false,
             log_size: None,
+            group_commit: GroupCommitOptions::default(),
         }
     }
 
@@ -60,8 +64,42 @@ impl Options {
         self
     }
 
+    /// How concurrent transactions and batches wait for each other to share
+    /// one drain of the log (applies to every open, not stored in the pool).
+    pub fn group_commit(mut self, g: GroupCommitOptions) -> Options {
+        self.group_commit = g;
+        self
+    }
+
     pub(crate) fn log_len(&self) -> u64 {
         let l = self.log_size.unwrap_or((self.pool_size / 64).clamp(256 << 10, 64 << 20));
         l.div_ceil(4096) * 4096
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Backend, Store};
+
+    /// The group-commit waits given at create and at open reach the log.
+    #[test]
+    fn group_commit_settings_reach_the_log() {
+        let dir = std::env::temp_dir().join(format!("daxkv-gc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.pool");
+        let g = GroupCommitOptions { leader_wait_spins: 7, follower_spins: 9 };
+        let o = Options::new().pool_size(8 << 20).persistence(Persistence::Force(Backend::Volatile));
+        let s = Store::create(&path, &o.clone().group_commit(g)).unwrap();
+        assert_eq!(s.log.group_commit(), g);
+        s.close().unwrap();
+        let s = Store::open(&path, &o).unwrap();
+        assert_eq!(s.log.group_commit(), GroupCommitOptions::default());
+        s.close().unwrap();
+        let g2 = GroupCommitOptions { leader_wait_spins: 0, follower_spins: 1 };
+        let s = Store::open(&path, &o.group_commit(g2)).unwrap();
+        assert_eq!(s.log.group_commit(), g2);
+        s.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -156,7 +156,9 @@ impl Store {
         }
         let ro = RegionOptions { persist: opts.persist.clone(), create_size: Some(opts.pool_size), min_len: MIN_POOL };
         let region = Arc::new(Region::open(path, &ro)?);
-        Self::format(region, path, log_len)
+        let s = Self::format(region, path, log_len)?;
+        s.log.set_group_commit(opts.group_commit);
+        Ok(s)
     }
 
     /// Create a store in an already mapped, zeroed region (anonymous memory,
@@ -255,7 +257,12 @@ impl Store {
     /// neither. A file that is not a sound daxkv pool gets a typed error and
     /// is not written to.
     pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<Store, PoolError> {
-        let path = path.as_ref();
+        let s = Self::open_inner(path.as_ref(), opts)?;
+        s.log.set_group_commit(opts.group_commit);
+        Ok(s)
+    }
+
+    fn open_inner(path: &Path, opts: &Options) -> Result<Store, PoolError> {
         let missing = match std::fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Ok(m) => m.is_file() && m.len() == 0,
@@ -540,14 +547,18 @@ impl Store {
         let r = &*self.region;
         let bits = leaf::bitmap(r, leaf.off);
         let fps = leaf::fingerprints(r, leaf.off);
-        let mut entries: Vec<(usize, u64, &[u8])> = leaf::live(bits)
-            .map(|i| {
-                let rec = leaf::slot(r, leaf.off, i);
-                (i, rec, leaf::record_key(r, rec))
-            })
-            .collect();
-        entries.sort_by(|a, b| a.2.cmp(b.2));
+        // Start all the records' cache misses before reading their keys.
+        let recs: Vec<(usize, u64)> = leaf::live(bits).map(|i| (i, leaf::slot(r, leaf.off, i))).collect();
+        for &(_, rec) in &recs {
+            leaf::prefetch_record(r, rec);
+        }
+        let mut entries: Vec<(usize, u64, &[u8])> =
+            recs.iter().map(|&(i, rec)| (i, rec, leaf::record_key(r, rec))).collect();
+        // Only the median matters: the upper half moves, unsorted.
         let mid = entries.len() / 2;
+        entries.select_nth_unstable_by(mid, |a, b| {
+            leaf::key_prefix(a.2).cmp(&leaf::key_prefix(b.2)).then_with(|| a.2.cmp(b.2))
+        });
         let upper = &entries[mid..];
         let sep: Arc<[u8]> = Arc::from(upper[0].2);
         let new_leaf = self.heap.alloc(LEAF_BYTES)?;
