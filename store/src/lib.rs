@@ -64,6 +64,7 @@ pub use daxkv_log::GroupCommitOptions;
 pub use error::{Error, PoolError, Result};
 #[cfg(not(loom))]
 pub use iter::Iter;
+#[cfg(not(loom))]
 pub use options::Options;
 #[cfg(not(loom))]
 pub use store::{CheckReport, MAX_KEY, MAX_VALUE, MIN_POOL, Stats, Store, ValueRef};
