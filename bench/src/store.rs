@@ -3,7 +3,7 @@
 
 use crate::report::Row;
 use crate::row;
-use crate::workload::{Rng, key};
+use crate::workload::{Rng, key_into};
 use daxkv::{Options, Persistence, Store};
 use hdrhistogram::Histogram;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,22 @@ struct Outcome {
 }
 
 /// Run `op(thread, i)` for i in 0..n split across `threads`, timing each.
-fn run_threads(threads: usize, n: u64, op: impl Fn(usize, u64) -> u64 + Sync) -> Outcome {
+/// One bench thread's own state: its random generator and a key buffer,
+/// so that the timed operation allocates nothing and shares no lock.
+struct Ctx {
+    rng: Rng,
+    buf: Vec<u8>,
+}
+
+impl Ctx {
+    /// Key number `i` in this thread's buffer.
+    fn key(&mut self, i: u64, size: usize, scattered: bool) -> &[u8] {
+        key_into(&mut self.buf, i, size, scattered);
+        &self.buf
+    }
+}
+
+fn run_threads(threads: usize, n: u64, op: impl Fn(&mut Ctx, u64) -> u64 + Sync) -> Outcome {
     let barrier = Barrier::new(threads);
     let start = std::sync::Mutex::new(None::<Instant>);
     let results: Vec<(Histogram<u64>, u64)> = std::thread::scope(|s| {
@@ -60,9 +75,10 @@ fn run_threads(threads: usize, n: u64, op: impl Fn(usize, u64) -> u64 + Sync) ->
                     barrier.wait();
                     start.lock().expect("start").get_or_insert_with(Instant::now);
                     let mut extra = 0;
+                    let mut ctx = Ctx { rng: Rng::new(0x1234_5678 + t as u64), buf: Vec::with_capacity(64) };
                     for i in lo..hi {
                         let t0 = Instant::now();
-                        extra += op(t, i);
+                        extra += op(&mut ctx, i);
                         let _ = h.record(t0.elapsed().as_nanos().max(1) as u64);
                     }
                     (h, extra)
@@ -139,28 +155,25 @@ pub fn run(a: &StoreArgs) -> (Vec<Row>, Vec<(String, bool)>) {
             };
             {
                 let s = store.clone();
-                let o = run_threads(threads, n, |_, i| {
-                    s.put(&key(i, a.key_size, true), &value).expect("put");
+                let o = run_threads(threads, n, |c, i| {
+                    s.put(c.key(i, a.key_size, true), &value).expect("put");
                     0
                 });
                 emit("fill-random", &o, None);
             }
             if wanted("read-random") {
                 let s = store.clone();
-                let seeds: Vec<u64> = (0..threads as u64).map(|t| 0x1234_5678 + t).collect();
-                let rngs: Vec<std::sync::Mutex<Rng>> =
-                    seeds.into_iter().map(|x| std::sync::Mutex::new(Rng::new(x))).collect();
-                let o = run_threads(threads, n, |t, _| {
-                    let i = rngs[t].lock().expect("rng").below(n);
-                    u64::from(s.get(&key(i, a.key_size, true)).expect("get").is_some())
+                let o = run_threads(threads, n, |c, _| {
+                    let i = c.rng.below(n);
+                    u64::from(s.get(c.key(i, a.key_size, true)).expect("get").is_some())
                 });
                 assert_eq!(o.extra_keys, n, "every key read back");
                 emit("read-random", &o, None);
             }
             if wanted("read-missing") {
                 let s = store.clone();
-                let o = run_threads(threads, n, |_, i| {
-                    u64::from(s.get(&key(n + i, a.key_size, true)).expect("get").is_some())
+                let o = run_threads(threads, n, |c, i| {
+                    u64::from(s.get(c.key(n + i, a.key_size, true)).expect("get").is_some())
                 });
                 assert_eq!(o.extra_keys, 0);
                 emit("read-missing", &o, None);
@@ -168,8 +181,8 @@ pub fn run(a: &StoreArgs) -> (Vec<Row>, Vec<(String, bool)>) {
             if wanted("scan-100") {
                 let s = store.clone();
                 let scans = (n / 100).max(1);
-                let o = run_threads(threads, scans, |_, i| {
-                    let start = key((i * 7919) % n, a.key_size, true);
+                let o = run_threads(threads, scans, |c, i| {
+                    let start = c.key((i * 7919) % n, a.key_size, true).to_vec();
                     // Borrowed pairs (zero-copy); the bytes are touched.
                     let mut it = s.range(start..);
                     let mut c = 0u64;
@@ -185,12 +198,12 @@ pub fn run(a: &StoreArgs) -> (Vec<Row>, Vec<(String, bool)>) {
             }
             if wanted("mixed") {
                 let s = store.clone();
-                let o = run_threads(threads, n, |_, i| {
-                    let k = key((i * 31) % n, a.key_size, true);
+                let o = run_threads(threads, n, |c, i| {
+                    let k = c.key((i * 31) % n, a.key_size, true);
                     if i % 2 == 0 {
-                        s.put(&k, &value).expect("put");
+                        s.put(k, &value).expect("put");
                     } else {
-                        s.get(&k).expect("get");
+                        s.get(k).expect("get");
                     }
                     0
                 });
@@ -249,8 +262,8 @@ pub fn run(a: &StoreArgs) -> (Vec<Row>, Vec<(String, bool)>) {
             if wanted("fill-sequential") {
                 let _ = std::fs::remove_file(&path);
                 let store = Store::open(&path, &opts).expect("create pool");
-                let o = run_threads(threads, n, |_, i| {
-                    store.put(&key(i, a.key_size, false), &value).expect("put");
+                let o = run_threads(threads, n, |c, i| {
+                    store.put(c.key(i, a.key_size, false), &value).expect("put");
                     0
                 });
                 let ops = o.ops as f64 / o.secs;
@@ -304,8 +317,8 @@ fn finish_deletes(
 ) {
     let n = a.keys;
     if a.workloads.is_empty() || a.workloads.iter().any(|w| w == "delete-random") {
-        let o = run_threads(threads, n, |_, i| {
-            u64::from(store.delete(&key((i * 31) % n, a.key_size, true)).expect("delete"))
+        let o = run_threads(threads, n, |c, i| {
+            u64::from(store.delete(c.key((i * 31) % n, a.key_size, true)).expect("delete"))
         });
         let ops = o.ops as f64 / o.secs;
         figures.insert((backend.to_string(), threads, "delete-random"), ops);

@@ -240,9 +240,35 @@ enum Kids {
 pub(crate) struct Node {
     seps: Seps,
     kids: Kids,
+    /// For a node over leaves, each leaf's region offset, copied out of its
+    /// `LeafRef` so that a lookup can start the leaf's cache misses before
+    /// (and while) it loads the `LeafRef`'s version.
+    offs: Box<[u64]>,
 }
 
 impl Node {
+    fn new(seps: Seps, kids: Kids) -> Node {
+        let offs = match &kids {
+            Kids::Leaves(l) => l.iter().map(|l| l.off).collect(),
+            Kids::Inner(_) => Box::default(),
+        };
+        Node { seps, kids, offs }
+    }
+
+    /// The leaf whose range holds `key`, with its region offset read from
+    /// the index node (no dependent load of the `LeafRef`).
+    #[inline]
+    pub(crate) fn route_off(&self, key: &[u8]) -> (u64, &Arc<LeafRef>) {
+        let mut n = self;
+        loop {
+            let i = n.seps.pos_le(key);
+            match &n.kids {
+                Kids::Inner(c) => n = &c[i],
+                Kids::Leaves(l) => return (n.offs[i], &l[i]),
+            }
+        }
+    }
+
     /// The leaf whose range holds `key`.
     #[inline]
     pub(crate) fn route(&self, key: &[u8]) -> &Arc<LeafRef> {
@@ -349,7 +375,7 @@ impl Node {
     /// A node from keys and children, split in two if over the fanout.
     fn assemble(keys: &[&[u8]], kids: Kids) -> (Node, Option<Node>) {
         if keys.len() <= FANOUT {
-            return (Node { seps: Seps::new(keys), kids }, None);
+            return (Node::new(Seps::new(keys), kids), None);
         }
         let mid = keys.len() / 2;
         let (l, r) = match kids {
@@ -362,7 +388,7 @@ impl Node {
                 (Kids::Inner(c), Kids::Inner(r))
             }
         };
-        (Node { seps: Seps::new(&keys[..mid]), kids: l }, Some(Node { seps: Seps::new(&keys[mid..]), kids: r }))
+        (Node::new(Seps::new(&keys[..mid]), l), Some(Node::new(Seps::new(&keys[mid..]), r)))
     }
 
     /// Path copy without separator `sep` (which must not be the first).
@@ -393,13 +419,17 @@ impl Node {
                 Kids::Inner(c)
             }
         };
-        (!keys.is_empty()).then(|| Node { seps: Seps::new(&keys), kids })
+        (!keys.is_empty()).then(|| Node::new(Seps::new(&keys), kids))
     }
 }
 
 /// The index: a root published with one atomic swap.
 pub(crate) struct Index {
     root: ArcSwap<Node>,
+    /// Bumped after every root swap: a reader that reads it before loading
+    /// the root and finds it unchanged at the end saw the current tree,
+    /// without a second `ArcSwap` load.
+    generation: AtomicU64,
     smo: parking_lot::Mutex<()>,
 }
 
@@ -409,10 +439,7 @@ impl Index {
         assert!(!leaves.is_empty() && leaves[0].sep.is_empty());
         let mut level: Vec<Node> = leaves
             .chunks(FANOUT)
-            .map(|c| Node {
-                seps: Seps::new(&c.iter().map(|l| &*l.sep).collect::<Vec<_>>()),
-                kids: Kids::Leaves(c.to_vec()),
-            })
+            .map(|c| Node::new(Seps::new(&c.iter().map(|l| &*l.sep).collect::<Vec<_>>()), Kids::Leaves(c.to_vec())))
             .collect();
         while level.len() > 1 {
             let mut up = Vec::new();
@@ -420,18 +447,34 @@ impl Index {
             while it.peek().is_some() {
                 let group: Vec<Node> = it.by_ref().take(FANOUT).collect();
                 let keys: Vec<Vec<u8>> = group.iter().map(|n| n.first_key().to_vec()).collect();
-                up.push(Node { seps: Seps::new(&keys), kids: Kids::Inner(group.into_iter().map(Arc::new).collect()) });
+                up.push(Node::new(Seps::new(&keys), Kids::Inner(group.into_iter().map(Arc::new).collect())));
             }
             level = up;
         }
         let root = level.pop().expect("one node");
-        Index { root: ArcSwap::from_pointee(root), smo: parking_lot::Mutex::new(()) }
+        Index { root: ArcSwap::from_pointee(root), generation: AtomicU64::new(0), smo: parking_lot::Mutex::new(()) }
     }
 
     /// A snapshot of the tree.
     #[inline]
     pub(crate) fn load(&self) -> Guard<Arc<Node>> {
         self.root.load()
+    }
+
+    /// The tree's generation; read it before [`Index::load`], and a tree
+    /// loaded after it is still current while [`Index::unchanged_since`]
+    /// holds. (If the generation read saw a swap's bump, the swap happened
+    /// before the load; if a later swap exists, its bump is seen at the end.)
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether no root swap happened since `generation` returned `g`.
+    #[inline]
+    pub(crate) fn unchanged_since(&self, g: u64) -> bool {
+        fence(Ordering::Acquire);
+        self.generation.load(Ordering::Relaxed) == g
     }
 
     /// Whether `snap` is still the current tree.
@@ -447,12 +490,13 @@ impl Index {
         let (n, extra) = cur.with(&leaf);
         let root = match extra {
             None => n,
-            Some(e) => Node {
-                seps: Seps::new(&[n.first_key().to_vec(), e.first_key().to_vec()]),
-                kids: Kids::Inner(vec![Arc::new(n), Arc::new(e)]),
-            },
+            Some(e) => Node::new(
+                Seps::new(&[n.first_key().to_vec(), e.first_key().to_vec()]),
+                Kids::Inner(vec![Arc::new(n), Arc::new(e)]),
+            ),
         };
         self.root.store(Arc::new(root));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Remove a leaf's separator (after an unlink).
@@ -465,15 +509,16 @@ impl Index {
                 break;
             }
             let only = c[0].clone();
-            n = Node {
-                seps: Seps::new(&only.seps.all()),
-                kids: match &only.kids {
+            n = Node::new(
+                Seps::new(&only.seps.all()),
+                match &only.kids {
                     Kids::Inner(c) => Kids::Inner(c.clone()),
                     Kids::Leaves(l) => Kids::Leaves(l.clone()),
                 },
-            };
+            );
         }
         self.root.store(Arc::new(n));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Every (separator, leaf) in order.

@@ -341,12 +341,15 @@ impl Store {
     pub(crate) fn read<T>(&self, key: &[u8], mut f: impl FnMut(Option<u64>) -> T) -> T {
         let fp = leaf::fingerprint(key);
         loop {
+            let g = self.index.generation();
             let snap = self.index.load();
-            let leaf = snap.route(key);
-            leaf::prefetch(&self.region, leaf.off);
+            // The leaf's offset comes from the index node, so its misses
+            // overlap the load of the `LeafRef`'s version.
+            let (off, leaf) = snap.route_off(key);
+            leaf::prefetch(&self.region, off);
             let v = leaf.read_begin();
-            let out = f(self.find(leaf.off, key, fp).map(|x| x.rec));
-            if leaf.validate(v) && self.index.is_current(&snap) {
+            let out = f(self.find(off, key, fp).map(|x| x.rec));
+            if leaf.validate(v) && self.index.unchanged_since(g) {
                 return out;
             }
         }
@@ -384,11 +387,12 @@ impl Store {
         // since, the leaf still owns the key (only a split or unlink of this
         // leaf, both under its lock, can change that).
         {
+            let g = self.index.generation();
             let snap = self.index.load();
-            let leaf = snap.route(key);
-            leaf::prefetch(&self.region, leaf.off);
+            let (off, leaf) = snap.route_off(key);
+            leaf::prefetch(&self.region, off);
             let v = leaf.read_begin();
-            if self.index.is_current(&snap) && !leaf.is_dead() && leaf.lock_if_unchanged(v) {
+            if self.index.unchanged_since(g) && !leaf.is_dead() && leaf.lock_if_unchanged(v) {
                 return leaf.clone();
             }
         }
