@@ -39,6 +39,7 @@ mod heap;
 mod map;
 mod persist;
 mod region;
+mod search;
 mod sync;
 
 #[cfg(feature = "sim")]
@@ -53,3 +54,4 @@ pub use persist::backend::{
     Backend, CopyIsa, DEFAULT_MOVNT_THRESHOLD, FlushInstr, PersistInfo, PersistOptions, Persistence, available_flushes,
 };
 pub use region::{Region, RegionOptions};
+pub use search::count_less;

@@ -326,6 +326,20 @@ impl Region {
         }
     }
 
+    /// Hint that the cache line holding `*x` (any value in DRAM, such as a
+    /// volatile lock word) will be read soon.
+    #[inline]
+    pub fn prefetch_ref<T>(x: &T) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults and changes no memory; `x` is a
+        // live reference anyway.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast())
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = x;
+    }
+
     /// Hint that the cache lines of `[off, off + len)` will be read soon
     /// (one prefetch per line, all issued at once so their misses overlap).
     /// Lines outside the region are skipped.

@@ -66,6 +66,38 @@ pub struct Conn {
     pub last_active: Instant,
 }
 
+/// Requests looked at by one [`prefetch_ahead`].
+const PREFETCH_WINDOW: usize = 32;
+
+/// Parse up to [`PREFETCH_WINDOW`] complete requests of `buf` from `at`
+/// (no side effects) and prefetch the keys that GET, MGET and EXISTS among
+/// them will look up, so that a pipelined batch's store misses overlap
+/// instead of following one another. Returns where the window ended.
+fn prefetch_ahead(shared: &Shared, buf: &[u8], mut at: usize) -> usize {
+    let limits = shared.config.limits;
+    let mut keys: Vec<&[u8]> = Vec::new();
+    for _ in 0..PREFETCH_WINDOW {
+        let Ok(Some(req)) = frame::parse(&buf[at..], &limits) else { break };
+        let base = at;
+        at += req.consumed;
+        // Inline requests own their unquoted arguments: not worth it.
+        if req.owned.is_some() || req.args.len() < 2 {
+            continue;
+        }
+        let arg = |i: usize| &buf[base + req.args[i].start..base + req.args[i].end];
+        let name = arg(0);
+        if name.eq_ignore_ascii_case(b"GET") {
+            keys.push(arg(1));
+        } else if name.eq_ignore_ascii_case(b"MGET") || name.eq_ignore_ascii_case(b"EXISTS") {
+            keys.extend((1..req.args.len()).map(arg));
+        }
+    }
+    if !keys.is_empty() {
+        shared.store.prefetch(&keys);
+    }
+    at
+}
+
 impl Conn {
     /// A connection for an accepted socket.
     pub fn new(stream: TcpStream, session: Session) -> Conn {
@@ -167,7 +199,12 @@ impl Conn {
     fn process(&mut self, shared: &Shared, group: &mut Group, conn: usize) {
         let mut ctx = Ctx { shared, session: &mut self.session, out: &mut self.out, group, conn };
         self.stalled = false;
+        // Requests up to here had their keys prefetched.
+        let mut prefetched = self.start;
         while !self.closing && self.start < self.filled {
+            if self.start >= prefetched && ctx.session.authed {
+                prefetched = prefetch_ahead(shared, &self.inbuf[..self.filled], self.start);
+            }
             let limits = Limits { unauthenticated: !ctx.session.authed, ..shared.config.limits };
             let buf = &self.inbuf[self.start..self.filled];
             match frame::parse(buf, &limits) {

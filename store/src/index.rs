@@ -31,6 +31,13 @@ impl LeafRef {
         Arc::new(LeafRef { off, sep, version: AtomicU64::new(0), dead: AtomicBool::new(false) })
     }
 
+    /// Start the cache miss of the version word (see `Store::prefetch`).
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        daxkv_alloc::Region::prefetch_ref(&self.version);
+    }
+
     /// Begin an optimistic read: the version, once no writer holds it.
     #[inline]
     pub(crate) fn read_begin(&self) -> u64 {
@@ -188,18 +195,14 @@ impl Seps {
         }
         let qp = pfx8(q, self.lcp);
         let tail = &q[self.lcp..];
-        let (mut lo, mut hi) = (1usize, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            let p = self.pfx[mid];
-            let le = p < qp || (p == qp && self.get(mid)[self.lcp..] <= *tail);
-            if le {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
+        // A key whose 8-byte prefix is below the query's is below the query
+        // (zero padding keeps that true for short keys); count those at
+        // once, then settle the few with an equal prefix one by one.
+        let mut i = 1 + daxkv_alloc::count_less(&self.pfx[1..n], qp);
+        while i < n && self.pfx[i] == qp && self.get(i)[self.lcp..] <= *tail {
+            i += 1;
         }
-        lo - 1
+        i - 1
     }
 
     /// Number of keys `<= k`.

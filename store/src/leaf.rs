@@ -50,7 +50,7 @@ pub(crate) fn next(r: &Region, leaf: u64) -> u64 {
 
 #[inline]
 pub(crate) fn slot(r: &Region, leaf: u64, i: usize) -> u64 {
-    r.load_u64(leaf + SLOT + 8 * i as u64)
+    r.load_u64(slot_off(leaf, i))
 }
 
 /// Start the cache misses of a whole leaf at once: a lookup reads the
@@ -58,6 +58,18 @@ pub(crate) fn slot(r: &Region, leaf: u64, i: usize) -> u64 {
 #[inline]
 pub(crate) fn prefetch(r: &Region, leaf: u64) {
     r.prefetch_range(leaf, LEAF_BYTES as u64);
+}
+
+/// Start the cache misses of a leaf's bitmap and fingerprints only.
+#[inline]
+pub(crate) fn prefetch_header(r: &Region, leaf: u64) {
+    r.prefetch_range(leaf, SLOT);
+}
+
+/// Region offset of slot `i`'s word.
+#[inline]
+pub(crate) fn slot_off(leaf: u64, i: usize) -> u64 {
+    leaf + SLOT + 8 * i as u64
 }
 
 /// Start the cache misses of a record's first two lines (header, key and,
@@ -73,6 +85,26 @@ pub(crate) fn fingerprints(r: &Region, leaf: u64) -> [u8; SLOTS] {
     let mut out = [0u8; SLOTS];
     for w in 0..8 {
         out[w * 8..w * 8 + 8].copy_from_slice(&r.load_u64(leaf + FP + 8 * w as u64).to_le_bytes());
+    }
+    out
+}
+
+/// Slots whose fingerprint is `fp`, as a bitmap (live or not: the caller
+/// masks with the leaf's bitmap). Eight words compared a byte at a time
+/// without a branch: a byte of `w ^ fp…` is zero exactly where it matches.
+#[inline]
+pub(crate) fn fingerprint_matches(r: &Region, leaf: u64, fp: u8) -> u64 {
+    const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // Byte i's top bit moved to bit i of the top byte (no carries: every
+    // product term lands on its own bit).
+    const GATHER: u64 = 0x0102_0408_1020_4080;
+    let needle = u64::from(fp) * 0x0101_0101_0101_0101;
+    let mut out = 0u64;
+    for w in 0..8u64 {
+        let x = r.load_u64(leaf + FP + 8 * w) ^ needle;
+        // Top bit of each byte set iff the byte is zero.
+        let zero = !(((x & LO7).wrapping_add(LO7)) | x | LO7);
+        out |= ((zero >> 7).wrapping_mul(GATHER) >> 56) << (8 * w);
     }
     out
 }
@@ -190,4 +222,35 @@ pub(crate) fn live(bits: u64) -> impl Iterator<Item = usize> {
             Some(i)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daxkv_alloc::PersistOptions;
+
+    #[test]
+    fn fingerprint_matches_every_byte_value_and_position() {
+        let r = Region::anonymous(4096, &PersistOptions::default()).expect("region");
+        let leaf = 64;
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..200 {
+            let mut fps = [0u8; SLOTS];
+            for f in fps.iter_mut() {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                // Few distinct values, so that matches are many, and the
+                // extremes 0x00, 0x7f, 0x80 and 0xff among them.
+                *f = [0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff, (s >> 8) as u8][(s % 7) as usize];
+            }
+            for (w, chunk) in fps.chunks(8).enumerate() {
+                r.store_u64(leaf + FP + 8 * w as u64, u64::from_le_bytes(chunk.try_into().unwrap()));
+            }
+            for fp in [0x00u8, 0x01, 0x7f, 0x80, 0xfe, 0xff, round as u8] {
+                let want = fps.iter().enumerate().fold(0u64, |m, (i, &f)| m | (u64::from(f == fp) << i));
+                assert_eq!(fingerprint_matches(&r, leaf, fp), want, "fp {fp:#x} in {fps:?}");
+            }
+        }
+    }
 }

@@ -323,13 +323,10 @@ impl Store {
     pub(crate) fn find(&self, leaf: u64, key: &[u8], fp: u8) -> Option<Found> {
         let r = &*self.region;
         let bits = leaf::bitmap(r, leaf);
-        let fps = leaf::fingerprints(r, leaf);
-        for i in leaf::live(bits) {
-            if fps[i] == fp {
-                let rec = leaf::slot(r, leaf, i);
-                if leaf::record_key(r, rec) == key {
-                    return Some(Found { slot: i, rec });
-                }
+        for i in leaf::live(bits & leaf::fingerprint_matches(r, leaf, fp)) {
+            let rec = leaf::slot(r, leaf, i);
+            if leaf::record_key(r, rec) == key {
+                return Some(Found { slot: i, rec });
             }
         }
         None
@@ -352,6 +349,46 @@ impl Store {
             if leaf.validate(v) && self.index.unchanged_since(g) {
                 return out;
             }
+        }
+    }
+
+    /// Start the cache misses of looking up `keys`, so that the lookups
+    /// that follow (a pipelined batch of requests, a multi-key read) find
+    /// their leaves and records cached instead of waiting for each miss in
+    /// turn. Only a hint: it takes no lock, validates nothing and changes
+    /// nothing; a key it did not prefetch, or one that moved meanwhile, is
+    /// simply looked up at memory speed.
+    pub fn prefetch(&self, keys: &[&[u8]]) {
+        if keys.is_empty() || self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let r = &*self.region;
+        let _pin = self.heap.pin();
+        let snap = self.index.load();
+        // Three passes, each starting the misses the next one needs for all
+        // keys at once (prefetching whole leaves for many keys would only
+        // fill the line-fill buffers): the leaves' headers and lock words,
+        // then the slots whose fingerprints match, then their records.
+        let offs: Vec<u64> = keys
+            .iter()
+            .map(|k| {
+                let (off, leaf) = snap.route_off(k);
+                leaf::prefetch_header(r, off);
+                leaf.prefetch();
+                off
+            })
+            .collect();
+        let mut slots: Vec<u64> = Vec::with_capacity(keys.len());
+        for (k, &off) in keys.iter().zip(&offs) {
+            let fp = leaf::fingerprint(k);
+            for i in leaf::live(leaf::bitmap(r, off) & leaf::fingerprint_matches(r, off, fp)) {
+                let at = leaf::slot_off(off, i);
+                r.prefetch(at);
+                slots.push(at);
+            }
+        }
+        for &at in &slots {
+            leaf::prefetch_record(r, r.load_u64(at));
         }
     }
 

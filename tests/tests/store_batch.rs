@@ -64,3 +64,52 @@ fn batches_bigger_than_a_leaf() {
     drop(s);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `Store::prefetch` is a hint over leaves it does not lock: while another
+/// thread splits, deletes and frees, it never panics, never changes what a
+/// lookup answers.
+#[test]
+fn prefetch_is_only_a_hint() {
+    let dir = std::path::Path::new("/dev/shm").join(format!("daxkv-prefetch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts =
+        Options::new().pool_size(64 << 20).persistence(Persistence::Force(Backend::Pmem)).create_if_missing(true);
+    let s = Store::open(dir.join("p.pool"), &opts).unwrap();
+    let key = |i: u64| format!("k{:08}", i.wrapping_mul(0x9e37_79b9) % 100_000).into_bytes();
+    for i in 0..5_000u64 {
+        s.put(&key(i), &i.to_le_bytes()).unwrap();
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            // Splits (new keys), replacements and deletes (freed records).
+            for i in 5_000..40_000u64 {
+                s.put(&key(i), &i.to_le_bytes()).unwrap();
+                if i % 3 == 0 {
+                    s.delete(&key(i - 4_000)).unwrap();
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let mut rounds = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 100 {
+            let base = rounds * 16;
+            let keys: Vec<Vec<u8>> = (base..base + 16).map(key).chain([Vec::new(), vec![0xff; 300]]).collect();
+            let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+            s.prefetch(&refs);
+            rounds += 1;
+        }
+    });
+    // Lookups answer as they would have without any prefetch.
+    let keys: Vec<Vec<u8>> = (0..40_000u64).map(key).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    let before: Vec<Option<Vec<u8>>> = keys.iter().map(|k| s.get(k).unwrap()).collect();
+    s.prefetch(&refs);
+    let after: Vec<Option<Vec<u8>>> = keys.iter().map(|k| s.get(k).unwrap()).collect();
+    assert_eq!(before, after);
+    assert!(before.iter().any(Option::is_some) && before.iter().any(Option::is_none));
+    let rep = s.check().unwrap();
+    assert!(rep.is_ok(), "{:?}", rep.problems);
+    s.close().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

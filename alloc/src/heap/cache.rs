@@ -59,11 +59,18 @@ impl Epoch {
     }
 
     pub(crate) fn pin(&self, cell: &Arc<CacheCell>) -> Guard {
-        if cell.nest.fetch_add(1, Ordering::Relaxed) == 0 {
+        // Only the owning thread changes `nest` (a guard is not `Send`):
+        // plain loads and stores, no read-modify-write.
+        let nest = cell.nest.load(Ordering::Relaxed);
+        cell.nest.store(nest + 1, Ordering::Relaxed);
+        if nest == 0 {
             loop {
                 let e = self.global.load(Ordering::SeqCst);
-                cell.pin.store(e, Ordering::SeqCst);
-                // Order the pin before every later load of pool data.
+                cell.pin.store(e, Ordering::Relaxed);
+                // Order the pin before every later load of pool data (and
+                // before the re-check); pairs with the fence in
+                // `try_advance`. One barrier: a SeqCst store would be a
+                // second one on x86.
                 fence(Ordering::SeqCst);
                 if self.global.load(Ordering::SeqCst) == e {
                     break;
@@ -114,7 +121,9 @@ pub struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if self.cell.nest.fetch_sub(1, Ordering::Relaxed) == 1 {
+        let nest = self.cell.nest.load(Ordering::Relaxed);
+        self.cell.nest.store(nest - 1, Ordering::Relaxed);
+        if nest == 1 {
             self.cell.pin.store(0, Ordering::Release);
         }
     }
