@@ -33,6 +33,8 @@ pub struct Store {
     pub(crate) keys: AtomicI64,
     pub(crate) bytes: AtomicI64,
     pub(crate) recoveries: AtomicU64,
+    /// Leaves merged away (emptied or under-full) since open.
+    pub(crate) merges: AtomicU64,
     pub(crate) opened_clean: bool,
     pub(crate) closed: AtomicBool,
     pub(crate) path: PathBuf,
@@ -43,6 +45,13 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store").field("path", &self.path).field("keys", &self.len()).finish_non_exhaustive()
     }
 }
+
+/// A leaf left with at most this many keys by a delete is merged into its
+/// predecessor (an emptied one is unlinked).
+pub(crate) const MERGE_AT: u32 = 8;
+/// ... when the two together hold at most this many keys, so that the
+/// merged leaf still has room for inserts before it splits again.
+pub(crate) const MERGE_MAX: u32 = 40;
 
 /// A value borrowed from the pool without copying. The pool block it lives
 /// in is not reused while this exists (the thread stays pinned).
@@ -90,6 +99,9 @@ pub struct Stats {
     pub recoveries: u64,
     /// Whether this open found the pool closed cleanly (no recovery).
     pub opened_clean: bool,
+    /// Leaves removed from the tree since open: emptied ones unlinked and
+    /// under-full ones merged into their predecessor.
+    pub merges: u64,
 }
 
 /// The outcome of [`Store::check`].
@@ -242,6 +254,7 @@ impl Store {
             index,
             head: sb.head_leaf,
             recoveries: AtomicU64::new(sb.recoveries),
+            merges: AtomicU64::new(0),
             sb: parking_lot::Mutex::new(sb),
             keys: AtomicI64::new(keys as i64),
             bytes: AtomicI64::new(bytes as i64),
@@ -537,8 +550,8 @@ impl Store {
         }
         let klen = key.len() as i64;
         let vlen = leaf::record_lens(r, f.rec).map_or(0, |(_, v)| v as i64);
-        if nb == 0 && leaf.off != self.head {
-            self.unlink_empty(&leaf);
+        if nb.count_ones() <= MERGE_AT {
+            self.merge_underfull(&leaf);
         }
         leaf.unlock();
         let _ = self.heap.retire(f.rec);
@@ -547,37 +560,90 @@ impl Store {
         Ok(true)
     }
 
-    /// Unlink an empty, locked leaf from the chain if its predecessor's lock
-    /// can be had without waiting (lock order is predecessor first). One
-    /// 8-byte publish: the predecessor's next pointer.
-    fn unlink_empty(&self, leaf: &Arc<LeafRef>) {
+    /// Remove the locked `leaf` from the tree if it holds at most
+    /// [`MERGE_AT`] keys and its predecessor's lock can be had without
+    /// waiting (lock order is predecessor first): an empty leaf is unlinked
+    /// with one 8-byte publish (the predecessor's next pointer); an
+    /// under-full one is merged into the predecessor when both fit in
+    /// [`MERGE_MAX`] keys. The records stay where they are: only slots
+    /// move. Returns whether the leaf is gone.
+    pub(crate) fn merge_underfull(&self, leaf: &Arc<LeafRef>) -> bool {
         let r = &*self.region;
+        let bits = leaf::bitmap(r, leaf.off);
+        if leaf.off == self.head || bits.count_ones() > MERGE_AT || leaf.is_dead() {
+            return false;
+        }
         let snap = self.index.load();
         let sep = leaf.sep.clone();
-        let Some(prev) = snap.before(&sep) else { return };
+        let Some(prev) = snap.before(&sep) else { return false };
         let prev = prev.clone();
         drop(snap);
         if !prev.try_lock() {
-            return;
+            return false;
         }
         if prev.is_dead() || leaf::next(r, prev.off) != leaf.off {
             prev.unlock();
-            return;
+            return false;
         }
-        leaf::publish_next(r, prev.off, leaf::next(r, leaf.off));
-        if r.drain().is_err() {
-            // Not durable: the leaf stays in the index as well; harmless.
-            prev.unlock();
-            return;
-        }
+        let next = leaf::next(r, leaf.off);
+        let durable = if bits == 0 {
+            leaf::publish_next(r, prev.off, next);
+            if r.drain().is_err() {
+                // Not durable: the leaf stays in the index as well; harmless.
+                prev.unlock();
+                return false;
+            }
+            true
+        } else {
+            let pbits = leaf::bitmap(r, prev.off);
+            if pbits.count_ones() + bits.count_ones() > MERGE_MAX {
+                prev.unlock();
+                return false;
+            }
+            // The leaf's slots go to free slots of the predecessor, written
+            // and flushed but not published: its bitmap still hides them.
+            let fps = leaf::fingerprints(r, leaf.off);
+            let mut nb = pbits;
+            for i in leaf::live(bits) {
+                let j = (!nb).trailing_zeros() as usize;
+                nb |= 1 << j;
+                leaf::write_slot(r, prev.off, j, leaf::slot(r, leaf.off, i), fps[i]);
+            }
+            // Two words change (the predecessor's bitmap and next pointer),
+            // so they go through the log, as for a split; the slots must be
+            // durable before the entry that publishes them can be.
+            let ops = [
+                crate::recovery::encode_set(leaf::bitmap_off(prev.off), nb),
+                crate::recovery::encode_set(leaf::next_off(prev.off), next),
+            ];
+            if r.drain().is_err() {
+                prev.unlock();
+                return false;
+            }
+            let _g = self.log_lock.lock();
+            let Ok(seq) = self.log.append_commit(&ops) else {
+                // Nothing published: the written slots stay hidden.
+                prev.unlock();
+                return false;
+            };
+            leaf::publish_bitmap(r, prev.off, nb);
+            leaf::publish_next(r, prev.off, next);
+            // Published in memory either way; if the checkpoint failed, the
+            // leaf's block is not reused until a recovery has settled it.
+            self.log.checkpoint(seq).is_ok()
+        };
         self.index.remove(&sep);
         leaf.kill();
         prev.unlock();
+        self.merges.fetch_add(1, Ordering::Relaxed);
         // Freed at once, not after readers leave: every read of a leaf is
         // validated against its version and dead flag, so a reader that
-        // still reaches this block retries. The drain above is what makes
-        // the reuse safe after a crash.
-        let _ = self.heap.free(leaf.off);
+        // still reaches this block retries. The drain (or checkpoint) above
+        // is what makes the reuse safe after a crash.
+        if durable {
+            let _ = self.heap.free(leaf.off);
+        }
+        true
     }
 
     /// Split the full, locked `leaf`: the upper half of its keys moves to a
@@ -696,6 +762,7 @@ impl Store {
             persistence_reason: info.reason.clone(),
             recoveries: self.recoveries.load(Ordering::Relaxed),
             opened_clean: self.opened_clean,
+            merges: self.merges.load(Ordering::Relaxed),
         }
     }
 

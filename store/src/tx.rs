@@ -371,6 +371,16 @@ impl Store {
             for rec in old_recs {
                 let _ = self.heap.retire(rec);
             }
+            // Leaves the commit left nearly empty merge into their
+            // predecessors, as after a single delete (best effort: a leaf
+            // someone else holds now is left for a later delete).
+            for &i in &changed {
+                let l = &leaves[i];
+                if newbits[i].count_ones() <= crate::store::MERGE_AT && l.try_lock() {
+                    self.merge_underfull(l);
+                    l.unlock();
+                }
+            }
             self.keys.fetch_add(dkeys, Ordering::Relaxed);
             self.bytes.fetch_add(dbytes, Ordering::Relaxed);
             return Ok(());

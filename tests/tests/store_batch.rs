@@ -2,16 +2,13 @@
 //! new leaves linked by the same commit, stay atomic, and leave a sound
 //! tree.
 
-use daxkv::{Backend, Options, Persistence, Store};
+use daxkv_tests::ShmDir;
 use std::collections::BTreeMap;
 
 #[test]
 fn batches_bigger_than_a_leaf() {
-    let dir = std::path::Path::new("/dev/shm").join(format!("daxkv-batch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let opts =
-        Options::new().pool_size(64 << 20).persistence(Persistence::Force(Backend::Pmem)).create_if_missing(true);
-    let s = Store::open(dir.join("b.pool"), &opts).unwrap();
+    let dir = ShmDir::new("batch");
+    let s = dir.pmem_store("b.pool", 64 << 20);
     let mut model = BTreeMap::new();
     // 500 new keys into an empty store in one batch.
     let batch: Vec<(Vec<u8>, Option<Vec<u8>>)> =
@@ -58,11 +55,11 @@ fn batches_bigger_than_a_leaf() {
     let rep = s.check().unwrap();
     assert!(rep.is_ok(), "{:?}", rep.problems);
     s.close().unwrap();
-    let s = Store::open(dir.join("b.pool"), &opts).unwrap();
+    let s = dir.pmem_store("b.pool", 64 << 20);
     assert_eq!(s.len(), model.len() as u64 + 200);
     assert!(s.check().unwrap().is_ok());
     drop(s);
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
 }
 
 /// `Store::prefetch` is a hint over leaves it does not lock: while another
@@ -70,11 +67,8 @@ fn batches_bigger_than_a_leaf() {
 /// lookup answers.
 #[test]
 fn prefetch_is_only_a_hint() {
-    let dir = std::path::Path::new("/dev/shm").join(format!("daxkv-prefetch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let opts =
-        Options::new().pool_size(64 << 20).persistence(Persistence::Force(Backend::Pmem)).create_if_missing(true);
-    let s = Store::open(dir.join("p.pool"), &opts).unwrap();
+    let dir = ShmDir::new("prefetch");
+    let s = dir.pmem_store("p.pool", 64 << 20);
     let key = |i: u64| format!("k{:08}", i.wrapping_mul(0x9e37_79b9) % 100_000).into_bytes();
     for i in 0..5_000u64 {
         s.put(&key(i), &i.to_le_bytes()).unwrap();
@@ -111,5 +105,5 @@ fn prefetch_is_only_a_hint() {
     let rep = s.check().unwrap();
     assert!(rep.is_ok(), "{:?}", rep.problems);
     s.close().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
 }

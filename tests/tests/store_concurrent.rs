@@ -3,7 +3,7 @@
 //! or foreign value, and the sequence numbers each reader sees for a key
 //! never go backwards (each key's history is linearizable).
 
-use daxkv::{Backend, Options, Persistence, Store};
+use daxkv_tests::ShmDir;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,11 +39,8 @@ fn verify(k: &[u8], v: &[u8]) -> u64 {
 
 #[test]
 fn two_writers_two_readers() {
-    let dir = std::path::Path::new("/dev/shm").join(format!("daxkv-conc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let opts =
-        Options::new().pool_size(256 << 20).persistence(Persistence::Force(Backend::Pmem)).create_if_missing(true);
-    let store = Arc::new(Store::open(dir.join("c.pool"), &opts).unwrap());
+    let dir = ShmDir::new("conc");
+    let store = Arc::new(dir.pmem_store("c.pool", 256 << 20));
     let stop = Arc::new(AtomicBool::new(false));
     // Writer w owns keys i with i % 2 == w; sequence numbers grow per key.
     let writers: Vec<_> = (0..2u8)
@@ -138,5 +135,83 @@ fn two_writers_two_readers() {
     }
     assert_eq!(store.len(), expected);
     drop(store);
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
+}
+
+/// Leaves split and merge under readers: a writer fills the gaps between
+/// anchor keys (splitting leaves) and deletes the fillers again, singly and
+/// in batches (emptying leaves, which merge into their predecessors).
+/// Anchors are never deleted, so every get of an anchor must find it and
+/// every scan must list every anchor in its range.
+#[test]
+fn merges_under_readers() {
+    let dir = ShmDir::new("merge");
+    let store = Arc::new(dir.pmem_store("m.pool", 128 << 20));
+    const ANCHORS: u64 = 400;
+    let anchor = |i: u64| format!("k{i:05}").into_bytes();
+    let filler = |i: u64, j: u64| format!("k{i:05}-{j:03}").into_bytes();
+    for i in 0..ANCHORS {
+        store.put(&anchor(i), &anchor(i)).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for round in 0..12u64 {
+                for i in 0..ANCHORS {
+                    for j in 0..6 {
+                        store.put(&filler(i, j), &[round as u8; 40]).unwrap();
+                    }
+                }
+                for i in 0..ANCHORS {
+                    if (i + round) % 2 == 0 {
+                        for j in 0..6 {
+                            assert!(store.delete(&filler(i, j)).unwrap());
+                        }
+                    } else {
+                        let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..6).map(|j| (filler(i, j), None)).collect();
+                        store.write_batch(&ops).unwrap();
+                    }
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let readers: Vec<_> = (0..2u64)
+        .map(|r| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rng = StdRng::seed_from_u64(7 + r);
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) || reads < 10_000 {
+                    let i = rng.gen_range(0..ANCHORS);
+                    if rng.gen_range(0..20) == 0 {
+                        let hi = (i + 5).min(ANCHORS);
+                        let seen: Vec<Vec<u8>> = store
+                            .range(anchor(i)..anchor(hi))
+                            .map(|kv| kv.unwrap().0)
+                            .filter(|k| k.len() == 6)
+                            .collect();
+                        let want: Vec<Vec<u8>> = (i..hi).map(anchor).collect();
+                        assert_eq!(seen, want, "scan from anchor {i}");
+                    } else {
+                        assert_eq!(store.get(&anchor(i)).unwrap(), Some(anchor(i)), "anchor {i} missing");
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        assert!(r.join().unwrap() >= 10_000);
+    }
+    let st = store.stats();
+    assert_eq!(st.keys, ANCHORS);
+    assert!(st.merges >= 100, "merges: {}", st.merges);
+    let rep = store.check().unwrap();
+    assert!(rep.is_ok(), "{:?}", rep.problems);
+    drop(store);
+    drop(dir);
 }

@@ -93,9 +93,13 @@ fn crash_at_every_drain_of_2000_operations() {
     }
     let mut rng = StdRng::seed_from_u64(5);
     let mut model = Model::new();
+    let mut peak_leaves = 0;
     for op in 0..2000u64 {
         let mut after = model.clone();
-        let r = rng.gen_range(0..100);
+        // The last quarter mostly deletes: leaves empty out and merge.
+        let shrink = op >= 1500;
+        let r =
+            if shrink { [0, 50, 50, 50, 50, 50, 50, 75, 90, 99][rng.gen_range(0..10)] } else { rng.gen_range(0..100) };
         let (desc, run): (String, Op) = if r < 50 {
             let (k, v) = (key(&mut rng), value(&mut rng));
             after.insert(k.clone(), v.clone());
@@ -112,8 +116,14 @@ fn crash_at_every_drain_of_2000_operations() {
         } else {
             // Mostly small; now and then more keys than a leaf holds.
             let n = if rng.gen_range(0..40) == 0 { rng.gen_range(70..130) } else { rng.gen_range(2..8) };
-            let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-                (0..n).map(|_| (key(&mut rng), if rng.gen_bool(0.8) { Some(value(&mut rng)) } else { None })).collect();
+            let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..n)
+                .map(|_| {
+                    (
+                        key(&mut rng),
+                        if rng.gen_bool(if shrink { 0.1 } else { 0.8 }) { Some(value(&mut rng)) } else { None },
+                    )
+                })
+                .collect();
             for (k, v) in &ops {
                 match v {
                     Some(v) => after.insert(k.clone(), v.clone()),
@@ -147,11 +157,21 @@ fn crash_at_every_drain_of_2000_operations() {
         // Acknowledged: only the new state is acceptable from here.
         let m = Arc::new(model.clone());
         *oracle.lock().unwrap() = Oracle { op, desc, before: m.clone(), after: m };
+        peak_leaves = peak_leaves.max(store.stats().leaves);
     }
     assert_eq!(contents(&store), model);
     let t = tally.lock().unwrap();
-    eprintln!("store crash test: {} crash points, {} images", t.points, t.images);
+    eprintln!(
+        "store crash test: {} crash points, {} images; leaves: peak {peak_leaves}, now {}, {} merged away",
+        t.points,
+        t.images,
+        store.stats().leaves,
+        store.stats().merges
+    );
     assert!(t.points >= 4000, "crash points: {}", t.points);
     assert!(t.images >= 50_000, "images: {}", t.images);
-    assert!(store.stats().leaves >= 10, "the workload must split leaves");
+    let st = store.stats();
+    assert!(peak_leaves >= 10, "the workload must split leaves (peak {peak_leaves})");
+    assert!(st.merges >= 5, "the workload must merge leaves: {} merges", st.merges);
+    assert!(st.leaves < peak_leaves / 2, "leaves {} of a peak of {peak_leaves}", st.leaves);
 }

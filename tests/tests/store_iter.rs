@@ -2,7 +2,7 @@
 //! sorts a leaf's records on those bytes first), both directions, the
 //! borrowing `next_ref` mixed with `next`, across many leaves.
 
-use daxkv::{Backend, Options, Persistence, Store};
+use daxkv_tests::ShmDir;
 use std::collections::BTreeMap;
 
 fn keys() -> Vec<Vec<u8>> {
@@ -26,11 +26,8 @@ fn keys() -> Vec<Vec<u8>> {
 
 #[test]
 fn order_with_shared_eight_byte_prefixes() {
-    let dir = std::path::Path::new("/dev/shm").join(format!("daxkv-iter-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let opts =
-        Options::new().pool_size(64 << 20).persistence(Persistence::Force(Backend::Pmem)).create_if_missing(true);
-    let s = Store::open(dir.join("i.pool"), &opts).unwrap();
+    let dir = ShmDir::new("iter");
+    let s = dir.pmem_store("i.pool", 64 << 20);
     let mut model = BTreeMap::new();
     for (n, k) in keys().into_iter().enumerate() {
         let v = (n as u32).to_le_bytes().to_vec();
@@ -81,5 +78,5 @@ fn order_with_shared_eight_byte_prefixes() {
     assert_eq!(exp.len(), 6, "the stem and its five longer keys");
 
     s.close().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
 }
