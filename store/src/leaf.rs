@@ -157,6 +157,18 @@ pub(crate) fn record_len(key: &[u8], value: &[u8]) -> usize {
 /// Write a record at `rec` (allocated with `record_len`); durable after the
 /// caller's drain.
 pub(crate) fn write_record(r: &Region, rec: u64, key: &[u8], value: &[u8]) {
+    // Small records (most) are assembled on the stack: no allocation per put.
+    const SMALL: usize = 256;
+    let len = REC_HEADER as usize + key.len() + value.len();
+    if len <= SMALL {
+        let mut b = [0u8; SMALL];
+        b[0..4].copy_from_slice(&(key.len() as u32).to_le_bytes());
+        b[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        b[8..8 + key.len()].copy_from_slice(key);
+        b[8 + key.len()..len].copy_from_slice(value);
+        r.copy_nodrain(rec, &b[..len]);
+        return;
+    }
     let mut head = Vec::with_capacity(REC_HEADER as usize + key.len() + value.len().min(4096));
     head.extend_from_slice(&(key.len() as u32).to_le_bytes());
     head.extend_from_slice(&(value.len() as u32).to_le_bytes());

@@ -104,8 +104,8 @@ pub enum Kind {
     /// Random puts, deletes, CAS, transactions and batches, small and large
     /// values.
     Mixed,
-    /// Sequential fills that split leaves, then deletes that empty and
-    /// unlink them.
+    /// Sequential fills that split leaves, then deletes that merge them
+    /// and batches that empty and unlink them.
     FillDrain,
     /// Big values in a small pool: allocations fail with PoolFull, deletes
     /// free space, puts succeed again.
@@ -200,8 +200,18 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
                     Op::Put(format!("f{:05}", i).into_bytes(), val(&mut rng, true))
                 } else if i < drain {
                     let j = (i - fill) / 2;
-                    if (i - fill) % 2 == 0 {
-                        // from the top, so whole leaves empty and unlink
+                    if (i - fill) % 40 == 0 {
+                        // The top 45 keys in one batch: more than a leaf
+                        // holds here, so the top leaf empties at once (the
+                        // unlink of an empty leaf; single deletes merge a
+                        // leaf into its predecessor before it is empty).
+                        Op::Batch(
+                            (j..j + 45)
+                                .map(|d| (format!("f{:05}", fill.saturating_sub(1 + d)).into_bytes(), None))
+                                .collect(),
+                        )
+                    } else if (i - fill) % 2 == 0 {
+                        // from the top, so leaves shrink and merge
                         Op::Delete(format!("f{:05}", fill - 1 - j).into_bytes())
                     } else {
                         // below every f key: lands in the first leaves, not
