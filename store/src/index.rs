@@ -397,10 +397,12 @@ impl Node {
     /// Path copy without separator `sep` (which must not be the first).
     /// `None` if the node became empty.
     fn without(&self, sep: &[u8]) -> Option<Node> {
-        let mut keys: Vec<Vec<u8>> = self.seps.all().into_iter().map(|k| k.to_vec()).collect();
+        let mut keys: Vec<&[u8]> = self.seps.all();
+        // A child whose first separator went away starts with a new one.
+        let first: Vec<u8>;
         let kids = match &self.kids {
             Kids::Leaves(l) => {
-                let i = keys.iter().position(|k| k.as_slice() == sep)?;
+                let i = keys.iter().position(|&k| k == sep)?;
                 let mut l = l.clone();
                 keys.remove(i);
                 l.remove(i);
@@ -411,7 +413,8 @@ impl Node {
                 let mut c = c.clone();
                 match c[i].without(sep) {
                     Some(n) => {
-                        keys[i] = n.first_key().to_vec();
+                        first = n.first_key().to_vec();
+                        keys[i] = &first;
                         c[i] = Arc::new(n);
                     }
                     None => {

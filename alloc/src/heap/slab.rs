@@ -130,6 +130,11 @@ impl ClassPool {
         let mut res = GiveBack::default();
         let mut g = self.inner.lock();
         let inner = &mut *g;
+        // The slabs these blocks came from: only they can have become
+        // empty (scanning every partial slab here made each give-back cost
+        // time in proportion to the heap, ~40 µs once deletes had left
+        // thousands of slabs partly free).
+        let mut touched: Vec<u64> = Vec::new();
         for &(head, idx) in blocks {
             let Some(slab) = inner.slabs.get_mut(&head) else {
                 res.double_frees.push((head, idx));
@@ -139,11 +144,15 @@ impl ClassPool {
                 res.double_frees.push((head, idx));
                 continue;
             }
+            if slab.nfree == slab.cap {
+                touched.push(head);
+            }
             inner.partial.insert(head);
         }
-        // Release empty slabs, keeping one with free space for the class.
-        let empty: Vec<u64> =
-            inner.partial.iter().copied().filter(|h| inner.slabs[h].nfree == inner.slabs[h].cap).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        // Release the empty ones, keeping one with free space for the class.
+        let empty: Vec<u64> = touched.into_iter().filter(|h| inner.slabs[h].nfree == inner.slabs[h].cap).collect();
         for h in empty {
             if inner.partial.len() <= 1 {
                 break;
@@ -233,6 +242,7 @@ impl ClassPool {
 mod tests {
     use super::*;
     use crate::heap::classes::class_of;
+    use std::collections::BTreeMap;
 
     #[test]
     fn refill_give_back_release() {
@@ -258,6 +268,37 @@ mod tests {
         assert_eq!(r.double_frees.len(), 1);
         assert_eq!(pool.release_empty().len(), 1);
         assert_eq!(pool.occupancy(), Occupancy::default());
+    }
+
+    #[test]
+    fn give_back_releases_the_slabs_it_empties() {
+        let c = class_of(4096).unwrap();
+        let cap = blocks_per_slab(c) as usize;
+        let pool = ClassPool::new(c);
+        let mut next = 0u64;
+        let mut out = Vec::new();
+        pool.refill(cap * 10, &mut out, || {
+            next += 16;
+            Some(next)
+        });
+        let mut by_slab: BTreeMap<u64, Vec<BlockRef>> = BTreeMap::new();
+        for &b in &out {
+            by_slab.entry(b.0).or_default().push(b);
+        }
+        assert_eq!(by_slab.len(), 10);
+        // Half of every slab first: ten partial slabs, none empty.
+        for blocks in by_slab.values() {
+            assert!(pool.give_back(&blocks[..cap / 2]).released.is_empty());
+        }
+        // Then the rest, one slab at a time: each give-back releases the
+        // slab it emptied, but the last (kept so the class has free space).
+        let heads: Vec<u64> = by_slab.keys().copied().collect();
+        for (n, (head, blocks)) in by_slab.iter().enumerate() {
+            let r = pool.give_back(&blocks[cap / 2..]);
+            let want: Vec<u64> = if n + 1 < heads.len() { vec![*head] } else { vec![] };
+            assert_eq!(r.released, want, "slab {n}");
+        }
+        assert_eq!(pool.occupancy().slabs, 1);
     }
 
     #[test]
