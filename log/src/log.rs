@@ -154,6 +154,20 @@ impl Log {
     /// [`Recovery::end`]) is cleared. A crash during `open` is harmless:
     /// it changes nothing the next `open` reads before clearing it again.
     pub fn open(region: Arc<Region>, base: u64, len: u64) -> Result<(Log, Recovery), LogError> {
+        Self::open_inner(region, base, len, false)
+    }
+
+    /// [`Log::open`] for a log its owner closed cleanly: every entry was
+    /// checkpointed and the owner then made a durable note of that (a
+    /// clean flag) before stopping, so no record can have been torn by a
+    /// crash. If the scan indeed finds no entry, the free space is not
+    /// cleared (the clear reads the whole ring, milliseconds for a large
+    /// one); if it finds any, this is exactly `open`.
+    pub fn open_after_clean_close(region: Arc<Region>, base: u64, len: u64) -> Result<(Log, Recovery), LogError> {
+        Self::open_inner(region, base, len, true)
+    }
+
+    fn open_inner(region: Arc<Region>, base: u64, len: u64, clean: bool) -> Result<(Log, Recovery), LogError> {
         let geo = Geometry::new(&region, base, len)?;
         let scan = recovery::scan(&region, &geo)?;
         let cp = scan.checkpoint;
@@ -174,7 +188,10 @@ impl Log {
         // and was not recovered, must never be recovered later when a new
         // record of the same length ends before it.
         let used = scan.end_pos - cp.start_pos;
-        zero_ring(&region, &geo, scan.end_pos, geo.cap - used);
+        let torn_possible = !(clean && scan.positions.is_empty());
+        if torn_possible {
+            zero_ring(&region, &geo, scan.end_pos, geo.cap - used);
+        }
         // What was read may not be durable yet (a process crash with the
         // msync backend leaves dirty pages): make it so before building on it.
         flush_ring(&region, &geo, cp.start_pos, used);
@@ -636,6 +653,48 @@ mod tests {
             assert_eq!(rec.map(|e| e.seq).collect::<Vec<_>>(), vec![s]);
         }
         assert!(passes_ended >= 5, "only {passes_ended} entries ended a pass");
+    }
+
+    /// After a clean close (no entry left), `open_after_clean_close` skips
+    /// clearing the free space and the log goes on working across passes;
+    /// with entries left it clears, exactly as `open` does.
+    #[test]
+    fn open_after_clean_close() {
+        let r = region();
+        let len = 1024;
+        let junk_at = |log: &Log| {
+            let t = lock(&log.tail);
+            log.geo.at(t.pos + 200)
+        };
+        let log = Log::create(r.clone(), BASE, len).unwrap();
+        for s in 1..=3u64 {
+            log.append_commit(&[op(s, 30)]).unwrap();
+        }
+        let junk = junk_at(&log);
+        log.checkpoint(3).unwrap();
+        drop(log);
+        // Bytes in the free space, well past the end: left alone.
+        r.write(junk, &[0xa5; 16]);
+        let (log, rec) = Log::open_after_clean_close(r.clone(), BASE, len).unwrap();
+        assert_eq!(rec.count(), 0);
+        assert_eq!(r.bytes(junk, 16), &[0xa5; 16], "cleared after a clean close");
+        // It keeps working, round the ring several times.
+        let mut applied = 3;
+        for s in 4..=60u64 {
+            assert_eq!(log.append_commit(&[op(s, 40)]).unwrap(), s);
+            if s % 4 == 0 {
+                applied = s - 1;
+                log.checkpoint(applied).unwrap();
+            }
+        }
+        let junk = junk_at(&log);
+        drop(log);
+        r.write(junk, &[0xa5; 16]);
+        // Entries left: the same as `open`, free space cleared.
+        let (log, rec) = Log::open_after_clean_close(r.clone(), BASE, len).unwrap();
+        assert_eq!(rec.map(|e| e.seq).collect::<Vec<_>>(), (applied + 1..=60).collect::<Vec<_>>());
+        assert_eq!(r.bytes(junk, 16), &[0u8; 16], "not cleared with entries left");
+        assert_eq!(log.append_commit(&[b"x"]).unwrap(), 61);
     }
 
     /// Many passes round a small ring, checkpointing behind: every reopen
