@@ -201,6 +201,9 @@ impl Conn {
         self.stalled = false;
         // Requests up to here had their keys prefetched.
         let mut prefetched = self.start;
+        // A request arrived (the idle clock is read once per round, not
+        // once per request).
+        let mut active = false;
         while !self.closing && self.start < self.filled {
             if self.start >= prefetched && ctx.session.authed {
                 prefetched = prefetch_ahead(shared, &self.inbuf[..self.filled], self.start);
@@ -214,7 +217,7 @@ impl Conn {
                     self.closing = true;
                 }
                 Ok(Some(req)) => {
-                    self.last_active = Instant::now();
+                    active = true;
                     let consumed = req.consumed;
                     if !req.args.is_empty() {
                         let argv = req.argv(buf);
@@ -230,6 +233,9 @@ impl Conn {
                     }
                 }
             }
+        }
+        if active {
+            self.last_active = Instant::now();
         }
         if self.start == self.filled {
             self.start = 0;
