@@ -113,15 +113,19 @@ impl<'a> Iter<'a> {
                     (Some(l), false) => k < l.as_slice(),
                 };
                 if fresh && above(&self.lo, k) && below(&self.hi, k) {
-                    got.push((leaf::key_prefix(k), k, rec));
+                    got.push((0, k, rec));
                 }
+            }
+            let cp = leaf::common_prefix(got.iter().map(|g| g.1));
+            for g in &mut got {
+                g.0 = leaf::key_prefix_at(g.1, cp);
             }
             let next = if self.fwd { snap.after(&sep).map(|l| l.sep.clone()) } else { None };
             if !(leaf.validate(v) && s.index.is_current(&snap)) {
                 continue;
             }
-            // Sort on the keys' first 8 bytes as one integer, the whole key
-            // only to break ties.
+            // Sort on the 8 bytes after the keys' common prefix as one
+            // integer, the whole key only to break ties.
             if self.fwd {
                 got.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
                 match next {

@@ -211,14 +211,34 @@ pub(crate) fn record_value(r: &Region, rec: u64) -> &[u8] {
     r.bytes(rec + REC_HEADER + k as u64, v)
 }
 
-/// The first 8 bytes of `k`, big-endian, zero-padded: comparing these
-/// orders keys as comparing the keys does, except that ties need the rest.
+/// The 8 bytes of `k` from `from` on, big-endian, zero-padded: for keys
+/// that share their first `from` bytes, comparing these orders them as
+/// comparing the keys does, except that ties need the rest.
 #[inline]
-pub(crate) fn key_prefix(k: &[u8]) -> u64 {
+pub(crate) fn key_prefix_at(k: &[u8], from: usize) -> u64 {
     let mut b = [0u8; 8];
-    let n = k.len().min(8);
-    b[..n].copy_from_slice(&k[..n]);
+    if from < k.len() {
+        let n = (k.len() - from).min(8);
+        b[..n].copy_from_slice(&k[from..from + n]);
+    }
     u64::from_be_bytes(b)
+}
+
+/// How many leading bytes all of `keys` share. Sorting them on
+/// `key_prefix_at(k, common_prefix(..))` instead of their first 8 bytes
+/// keeps ties rare when keys share a long prefix (`user:000123…`), where
+/// every comparison would otherwise fall through to a whole-key compare.
+pub(crate) fn common_prefix<'k>(mut keys: impl Iterator<Item = &'k [u8]>) -> usize {
+    let Some(first) = keys.next() else { return 0 };
+    let mut n = first.len();
+    for k in keys {
+        let m = n.min(k.len());
+        n = first[..m].iter().zip(&k[..m]).position(|(a, b)| a != b).unwrap_or(m);
+        if n == 0 {
+            break;
+        }
+    }
+    n
 }
 
 /// Live slots of a bitmap, in slot order.
@@ -240,6 +260,37 @@ pub(crate) fn live(bits: u64) -> impl Iterator<Item = usize> {
 mod tests {
     use super::*;
     use daxkv_alloc::PersistOptions;
+
+    #[test]
+    fn sorting_on_the_prefix_after_the_common_one_orders_keys() {
+        let mut s = 7u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for round in 0..300 {
+            let stem = b"user:000000:".repeat((round % 3) as usize);
+            let keys: Vec<Vec<u8>> = (0..40)
+                .map(|_| {
+                    let mut k = stem.clone();
+                    let x = next();
+                    // Tails of 0..=12 bytes over a small alphabet with zero
+                    // bytes: ties on 8 bytes, proper prefixes.
+                    k.extend((0..(x % 13)).map(|i| [0u8, 1, b'a'][((x >> (2 * i)) % 3) as usize]));
+                    k
+                })
+                .collect();
+            let cp = common_prefix(keys.iter().map(|k| k.as_slice()));
+            assert!(keys.iter().all(|k| k.len() >= cp && k[..cp] == keys[0][..cp]));
+            let mut got: Vec<&Vec<u8>> = keys.iter().collect();
+            got.sort_by(|a, b| key_prefix_at(a, cp).cmp(&key_prefix_at(b, cp)).then_with(|| a.cmp(b)));
+            let mut want: Vec<&Vec<u8>> = keys.iter().collect();
+            want.sort();
+            assert_eq!(got, want, "round {round}");
+        }
+    }
 
     #[test]
     fn fingerprint_matches_every_byte_value_and_position() {

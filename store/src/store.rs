@@ -659,19 +659,19 @@ impl Store {
         for &(_, rec) in &recs {
             leaf::prefetch_record(r, rec);
         }
-        let mut entries: Vec<(usize, u64, &[u8])> =
-            recs.iter().map(|&(i, rec)| (i, rec, leaf::record_key(r, rec))).collect();
+        let keys: Vec<&[u8]> = recs.iter().map(|&(_, rec)| leaf::record_key(r, rec)).collect();
+        let cp = leaf::common_prefix(keys.iter().copied());
+        let mut entries: Vec<(u64, usize, u64, &[u8])> =
+            recs.iter().zip(&keys).map(|(&(i, rec), &k)| (leaf::key_prefix_at(k, cp), i, rec, k)).collect();
         // Only the median matters: the upper half moves, unsorted.
         let mid = entries.len() / 2;
-        entries.select_nth_unstable_by(mid, |a, b| {
-            leaf::key_prefix(a.2).cmp(&leaf::key_prefix(b.2)).then_with(|| a.2.cmp(b.2))
-        });
+        entries.select_nth_unstable_by(mid, |a, b| a.0.cmp(&b.0).then_with(|| a.3.cmp(b.3)));
         let upper = &entries[mid..];
-        let sep: Arc<[u8]> = Arc::from(upper[0].2);
+        let sep: Arc<[u8]> = Arc::from(upper[0].3);
         let new_leaf = self.heap.alloc(LEAF_BYTES)?;
-        let moved: Vec<(u64, u8)> = upper.iter().map(|&(i, rec, _)| (rec, fps[i])).collect();
+        let moved: Vec<(u64, u8)> = upper.iter().map(|&(_, i, rec, _)| (rec, fps[i])).collect();
         leaf::init(r, new_leaf, &moved, leaf::next(r, leaf.off));
-        let upper_mask = upper.iter().fold(0u64, |m, &(i, _, _)| m | (1 << i));
+        let upper_mask = upper.iter().fold(0u64, |m, &(_, i, _, _)| m | (1 << i));
         let lower = bits & !upper_mask;
         let ops = [
             crate::recovery::encode_set(leaf::bitmap_off(leaf.off), lower),
