@@ -131,7 +131,12 @@ struct Seps {
     lcp: usize,
 }
 
-fn pfx8(k: &[u8], from: usize) -> u64 {
+/// The 8 bytes of `k` from `from` on, big-endian, zero-padded: for keys
+/// that share their first `from` bytes, comparing these orders them as
+/// comparing the keys does, except that ties need the rest. (Also used to
+/// sort a leaf's keys, see `leaf::common_prefix`.)
+#[inline]
+pub(crate) fn key_prefix_at(k: &[u8], from: usize) -> u64 {
     let mut b = [0u8; 8];
     if from < k.len() {
         let n = (k.len() - from).min(8);
@@ -158,7 +163,7 @@ impl Seps {
                 })
             }
         };
-        let pfx = keys.iter().map(|k| pfx8(k.as_ref(), lcp)).collect();
+        let pfx = keys.iter().map(|k| key_prefix_at(k.as_ref(), lcp)).collect();
         Seps { buf: buf.into(), ends: ends.into(), pfx, lcp }
     }
 
@@ -193,7 +198,7 @@ impl Seps {
             std::cmp::Ordering::Equal if q.len() < lcp.len() => return 0,
             std::cmp::Ordering::Equal => {}
         }
-        let qp = pfx8(q, self.lcp);
+        let qp = key_prefix_at(q, self.lcp);
         let tail = &q[self.lcp..];
         // A key whose 8-byte prefix is below the query's is below the query
         // (zero padding keeps that true for short keys); count those at

@@ -12,6 +12,7 @@
 //! Slots are unsorted. A record is `klen u32, vlen u32, key, value`,
 //! written whole and made durable before any slot points to it.
 
+pub(crate) use crate::index::key_prefix_at;
 use daxkv_alloc::Region;
 
 pub(crate) const SLOTS: usize = 64;
@@ -209,19 +210,6 @@ pub(crate) fn record_key(r: &Region, rec: u64) -> &[u8] {
 pub(crate) fn record_value(r: &Region, rec: u64) -> &[u8] {
     let (k, v) = record_lens(r, rec).unwrap_or((0, 0));
     r.bytes(rec + REC_HEADER + k as u64, v)
-}
-
-/// The 8 bytes of `k` from `from` on, big-endian, zero-padded: for keys
-/// that share their first `from` bytes, comparing these orders them as
-/// comparing the keys does, except that ties need the rest.
-#[inline]
-pub(crate) fn key_prefix_at(k: &[u8], from: usize) -> u64 {
-    let mut b = [0u8; 8];
-    if from < k.len() {
-        let n = (k.len() - from).min(8);
-        b[..n].copy_from_slice(&k[from..from + n]);
-    }
-    u64::from_be_bytes(b)
 }
 
 /// How many leading bytes all of `keys` share. Sorting them on
