@@ -280,14 +280,7 @@ impl Node {
     /// The leaf whose range holds `key`.
     #[inline]
     pub(crate) fn route(&self, key: &[u8]) -> &Arc<LeafRef> {
-        let mut n = self;
-        loop {
-            let i = n.seps.pos_le(key);
-            match &n.kids {
-                Kids::Inner(c) => n = &c[i],
-                Kids::Leaves(l) => return &l[i],
-            }
-        }
+        self.route_off(key).1
     }
 
     /// The leaf with the smallest separator greater than `sep`.

@@ -249,21 +249,23 @@ mod tests {
     use super::*;
     use daxkv_alloc::PersistOptions;
 
+    /// xorshift64: a seeded stream for the tests below.
+    fn next(s: &mut u64) -> u64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    }
+
     #[test]
     fn sorting_on_the_prefix_after_the_common_one_orders_keys() {
         let mut s = 7u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
         for round in 0..300 {
             let stem = b"user:000000:".repeat((round % 3) as usize);
             let keys: Vec<Vec<u8>> = (0..40)
                 .map(|_| {
                     let mut k = stem.clone();
-                    let x = next();
+                    let x = next(&mut s);
                     // Tails of 0..=12 bytes over a small alphabet with zero
                     // bytes: ties on 8 bytes, proper prefixes.
                     k.extend((0..(x % 13)).map(|i| [0u8, 1, b'a'][((x >> (2 * i)) % 3) as usize]));
@@ -288,9 +290,7 @@ mod tests {
         for round in 0..200 {
             let mut fps = [0u8; SLOTS];
             for f in fps.iter_mut() {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
+                next(&mut s);
                 // Few distinct values, so that matches are many, and the
                 // extremes 0x00, 0x7f, 0x80 and 0xff among them.
                 *f = [0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff, (s >> 8) as u8][(s % 7) as usize];

@@ -566,24 +566,24 @@ impl Store {
     /// with one 8-byte publish (the predecessor's next pointer); an
     /// under-full one is merged into the predecessor when both fit in
     /// [`MERGE_MAX`] keys. The records stay where they are: only slots
-    /// move. Returns whether the leaf is gone.
-    pub(crate) fn merge_underfull(&self, leaf: &Arc<LeafRef>) -> bool {
+    /// move.
+    pub(crate) fn merge_underfull(&self, leaf: &Arc<LeafRef>) {
         let r = &*self.region;
         let bits = leaf::bitmap(r, leaf.off);
         if leaf.off == self.head || bits.count_ones() > MERGE_AT || leaf.is_dead() {
-            return false;
+            return;
         }
         let snap = self.index.load();
         let sep = leaf.sep.clone();
-        let Some(prev) = snap.before(&sep) else { return false };
+        let Some(prev) = snap.before(&sep) else { return };
         let prev = prev.clone();
         drop(snap);
         if !prev.try_lock() {
-            return false;
+            return;
         }
         if prev.is_dead() || leaf::next(r, prev.off) != leaf.off {
             prev.unlock();
-            return false;
+            return;
         }
         let next = leaf::next(r, leaf.off);
         let durable = if bits == 0 {
@@ -591,14 +591,14 @@ impl Store {
             if r.drain().is_err() {
                 // Not durable: the leaf stays in the index as well; harmless.
                 prev.unlock();
-                return false;
+                return;
             }
             true
         } else {
             let pbits = leaf::bitmap(r, prev.off);
             if pbits.count_ones() + bits.count_ones() > MERGE_MAX {
                 prev.unlock();
-                return false;
+                return;
             }
             // The leaf's slots go to free slots of the predecessor, written
             // and flushed but not published: its bitmap still hides them.
@@ -618,13 +618,13 @@ impl Store {
             ];
             if r.drain().is_err() {
                 prev.unlock();
-                return false;
+                return;
             }
             let _g = self.log_lock.lock();
             let Ok(seq) = self.log.append_commit(&ops) else {
                 // Nothing published: the written slots stay hidden.
                 prev.unlock();
-                return false;
+                return;
             };
             leaf::publish_bitmap(r, prev.off, nb);
             leaf::publish_next(r, prev.off, next);
@@ -643,7 +643,6 @@ impl Store {
         if durable {
             let _ = self.heap.free(leaf.off);
         }
-        true
     }
 
     /// Split the full, locked `leaf`: the upper half of its keys moves to a

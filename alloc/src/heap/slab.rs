@@ -130,11 +130,12 @@ impl ClassPool {
         let mut res = GiveBack::default();
         let mut g = self.inner.lock();
         let inner = &mut *g;
-        // The slabs these blocks came from: only they can have become
-        // empty (scanning every partial slab here made each give-back cost
-        // time in proportion to the heap, ~40 µs once deletes had left
-        // thousands of slabs partly free).
-        let mut touched: Vec<u64> = Vec::new();
+        // Slabs these blocks emptied: only they can be released (scanning
+        // every partial slab here made each give-back cost time in
+        // proportion to the heap, ~40 µs once deletes had left thousands of
+        // slabs partly free). A slab reaches all-free once per call, so
+        // each is listed once.
+        let mut empty: Vec<u64> = Vec::new();
         for &(head, idx) in blocks {
             let Some(slab) = inner.slabs.get_mut(&head) else {
                 res.double_frees.push((head, idx));
@@ -145,14 +146,11 @@ impl ClassPool {
                 continue;
             }
             if slab.nfree == slab.cap {
-                touched.push(head);
+                empty.push(head);
             }
             inner.partial.insert(head);
         }
-        touched.sort_unstable();
-        touched.dedup();
-        // Release the empty ones, keeping one with free space for the class.
-        let empty: Vec<u64> = touched.into_iter().filter(|h| inner.slabs[h].nfree == inner.slabs[h].cap).collect();
+        // Release them, keeping one with free space for the class.
         for h in empty {
             if inner.partial.len() <= 1 {
                 break;
