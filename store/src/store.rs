@@ -338,6 +338,9 @@ impl Store {
         let bits = leaf::bitmap(r, leaf);
         for i in leaf::live(bits & leaf::fingerprint_matches(r, leaf, fp)) {
             let rec = leaf::slot(r, leaf, i);
+            // The header, key and (for small records) value in one go: the
+            // caller reads the value next.
+            leaf::prefetch_record(r, rec);
             if leaf::record_key(r, rec) == key {
                 return Some(Found { slot: i, rec });
             }
@@ -468,9 +471,19 @@ impl Store {
         check_key(key)?;
         check_value(value)?;
         self.live()?;
-        let rec = self.new_record(key, value)?;
         let fp = leaf::fingerprint(key);
+        // Lock first, then write the record: the lock's atomic
+        // read-modify-writes (and the index load's) wait for every cache
+        // line write-back in flight, so issued after the record's flushes
+        // they would cost one more barrier per put.
         let leaf = self.lock_leaf(key);
+        let rec = match self.new_record(key, value) {
+            Ok(rec) => rec,
+            Err(e) => {
+                leaf.unlock();
+                return Err(e);
+            }
+        };
         match self.put_locked(leaf, key, value.len(), rec, fp) {
             Ok(()) => Ok(()),
             Err(e) => {
