@@ -9,6 +9,7 @@
 
 mod alloc;
 mod chart;
+mod clock;
 mod compare;
 mod engine;
 mod log;
