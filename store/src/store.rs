@@ -168,6 +168,11 @@ impl Store {
         }
         let ro = RegionOptions { persist: opts.persist.clone(), create_size: Some(opts.pool_size), min_len: MIN_POOL };
         let region = Arc::new(Region::open(path, &ro)?);
+        if opts.prefault
+            && let Err(e) = region.prefault()
+        {
+            log::warn!("{}: pages not faulted in ({e}); the first writes will take the page faults", path.display());
+        }
         let s = Self::format(region, path, log_len)?;
         s.log.set_group_commit(opts.group_commit);
         Ok(s)

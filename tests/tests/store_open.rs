@@ -2,7 +2,7 @@
 //! byte intact: foreign files, wrong magic, wrong version, truncated
 //! pools, damaged superblocks, oversized and empty keys and values.
 
-use daxkv::{Error, Options, PoolError, Store};
+use daxkv::{Backend, Error, Options, Persistence, PoolError, Store};
 use std::path::{Path, PathBuf};
 
 struct Dir(PathBuf);
@@ -219,4 +219,56 @@ fn an_interrupted_creation_is_created_again() {
     assert!(s.check().unwrap().is_ok());
     s.close().unwrap();
     assert_eq!(Store::open(&p, &Options::new()).unwrap().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+/// Resident bytes of this process's mapping of `path` (/proc/self/smaps).
+fn resident(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_str().unwrap();
+    let mut total = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = line.ends_with(name);
+        } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+            total += kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024;
+        }
+    }
+    total
+}
+
+#[test]
+fn create_faults_in_memory_pools_and_leaves_disk_files_alone() {
+    const SIZE: u64 = 64 << 20;
+    let d = dir("prefault");
+    let base = Options::new().pool_size(SIZE);
+    // tmpfs, default: every page resident after create, and after an open
+    // that creates.
+    let a = d.0.join("a.pool");
+    let s = Store::create(&a, &base).unwrap();
+    assert!(resident(&a) >= SIZE - (1 << 20), "only {} of {SIZE} bytes resident after create", resident(&a));
+    drop(s);
+    let b = d.0.join("b.pool");
+    let s = Store::open(&b, &base.clone().create_if_missing(true)).unwrap();
+    assert!(resident(&b) >= SIZE - (1 << 20), "only {} of {SIZE} bytes resident after open", resident(&b));
+    drop(s);
+    // Turned off: only what formatting wrote (superblocks, heap metadata,
+    // the log's first pages).
+    let c = d.0.join("c.pool");
+    let s = Store::create(&c, &base.clone().prefault(false)).unwrap();
+    assert!(resident(&c) < SIZE / 4, "{} of {SIZE} bytes resident without prefault", resident(&c));
+    s.put(b"k", b"v").unwrap();
+    drop(s);
+    // An ordinary file system: skipped (it would dirty the whole file),
+    // with the backend it picks (msync) and with one forced.
+    for (tag, p) in [("auto", Persistence::Auto), ("pmem", Persistence::Force(Backend::Pmem))] {
+        let disk = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("prefault-{tag}-{}.pool", std::process::id()));
+        let _ = std::fs::remove_file(&disk);
+        let s = Store::create(&disk, &base.clone().persistence(p)).unwrap();
+        let on_disk = resident(&disk);
+        drop(s);
+        let _ = std::fs::remove_file(&disk);
+        assert!(on_disk < SIZE / 4, "{tag}: {on_disk} of {SIZE} bytes of a disk file faulted in");
+    }
 }
