@@ -48,7 +48,7 @@ pub mod sim;
 pub use error::{BoundsError, DrainError, OpenError};
 pub use heap::api::{ClassStats, Heap, HeapStats};
 pub use heap::cache::Guard;
-pub use heap::classes::{CLASS_SIZES, MAX_SMALL, PAGE};
+pub use heap::classes::{CLASS_SIZES, MAX_SMALL, PAGE, block_size_for};
 pub use heap::error::{AllocError, HeapError};
 pub use persist::backend::{
     Backend, CopyIsa, DEFAULT_MOVNT_THRESHOLD, FlushInstr, PersistInfo, PersistOptions, Persistence, available_flushes,

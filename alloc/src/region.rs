@@ -462,9 +462,32 @@ impl Region {
     #[inline]
     #[track_caller]
     pub fn copy_nodrain(&self, off: u64, src: &[u8]) {
+        self.copy_with(off, src, false);
+    }
+
+    /// `copy_nodrain` of whole cache lines: `off` 64-byte aligned and
+    /// `src` a multiple of 64 bytes long (otherwise this is plain
+    /// `copy_nodrain`). Non-temporal stores whatever the size, where the
+    /// backend has them: a line written whole need not be fetched from
+    /// memory first, nor flushed.
+    #[inline]
+    #[track_caller]
+    pub fn copy_lines_nodrain(&self, off: u64, src: &[u8]) {
+        self.copy_with(off, src, true);
+    }
+
+    #[inline]
+    #[track_caller]
+    fn copy_with(&self, off: u64, src: &[u8], lines: bool) {
         let p = self.at(off, src.len());
         // SAFETY: in-bounds destination in our mapping, distinct source.
-        unsafe { self.ops.copy_nodrain(p, src.as_ptr(), src.len()) };
+        unsafe {
+            if lines {
+                self.ops.copy_lines_nodrain(p, src.as_ptr(), src.len())
+            } else {
+                self.ops.copy_nodrain(p, src.as_ptr(), src.len())
+            }
+        };
         match &self.kind {
             Kind::Table => {}
             Kind::Msync(d) => d.mark(off as usize, src.len()),

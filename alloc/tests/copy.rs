@@ -25,9 +25,19 @@ fn source(len: usize, seed: u64) -> Vec<u8> {
 /// Copy `len` bytes from `src` to region offset `dst` and check the copy
 /// and the zeroed guard bytes on both sides.
 fn check_one(r: &Region, src: &[u8], dst: u64, what: &str) {
+    check_copy(r, src, dst, what, |r, d, s| r.copy_nodrain(d, s));
+}
+
+/// As `check_one`, for `copy_lines_nodrain` (whole lines when `dst` is
+/// aligned and the length a multiple of 64; plain copy otherwise).
+fn check_lines(r: &Region, src: &[u8], dst: u64, what: &str) {
+    check_copy(r, src, dst, what, |r, d, s| r.copy_lines_nodrain(d, s));
+}
+
+fn check_copy(r: &Region, src: &[u8], dst: u64, what: &str, copy: impl Fn(&Region, u64, &[u8])) {
     let len = src.len();
     r.write(dst - GUARD as u64, &vec![0u8; len + 2 * GUARD]);
-    r.copy_nodrain(dst, src);
+    copy(r, dst, src);
     // msync's drain is a system call: drain at a sample of the copies there
     // (the copy itself is what is checked; drain only adds durability).
     if r.persist_info().backend != Backend::Msync || len.is_multiple_of(512) {
@@ -60,6 +70,13 @@ fn exercise(r: &Region, what: &str) {
         for d_align in 0..64u64 {
             for len in 0..=4096usize {
                 check_one(r, &src[s_align..s_align + len], base + d_align, what);
+            }
+        }
+    }
+    for s_align in [0usize, 1, 8, 63] {
+        for d_align in [0u64, 8, 63] {
+            for len in 0..=1024usize {
+                check_lines(r, &src[s_align..s_align + len], base + d_align, what);
             }
         }
     }

@@ -167,7 +167,12 @@ pub(crate) fn write_record(r: &Region, rec: u64, key: &[u8], value: &[u8]) {
         b[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
         b[8..8 + key.len()].copy_from_slice(key);
         b[8 + key.len()..len].copy_from_slice(value);
-        r.copy_nodrain(rec, &b[..len]);
+        let lines = len.next_multiple_of(64);
+        if rec.is_multiple_of(64) && lines as u64 <= daxkv_alloc::block_size_for(len) {
+            r.copy_lines_nodrain(rec, &b[..lines]);
+        } else {
+            r.copy_nodrain(rec, &b[..len]);
+        }
         return;
     }
     let mut head = Vec::with_capacity(REC_HEADER as usize + key.len() + value.len().min(4096));

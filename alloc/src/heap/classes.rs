@@ -55,6 +55,17 @@ pub fn class_of(size: usize) -> Option<usize> {
     Some(8 + (log as usize - 7) * 4 + k - 1)
 }
 
+/// Bytes of the block that `Heap::alloc(size)` returns (the class size, or
+/// whole pages for a large extent): what a writer may fill, padding
+/// included.
+#[inline]
+pub fn block_size_for(size: usize) -> u64 {
+    match class_of(size) {
+        Some(c) => CLASS_SIZES[c] as u64,
+        None => (size as u64).div_ceil(PAGE) * PAGE,
+    }
+}
+
 /// Blocks of class `c` in one slab.
 #[inline]
 pub fn blocks_per_slab(c: usize) -> u32 {

@@ -199,6 +199,25 @@ impl Ops {
         }
     }
 
+    /// [`Ops::copy_nodrain`] for whole cache lines (`dst` 64-byte aligned,
+    /// `len` a multiple of 64): non-temporal stores whatever the threshold,
+    /// so that no line is read from memory before it is overwritten and
+    /// none needs a flush. Falls back to `copy_nodrain` otherwise.
+    ///
+    /// # Safety
+    /// As for [`Ops::copy_nodrain`].
+    #[inline]
+    pub(crate) unsafe fn copy_lines_nodrain(&self, dst: *mut u8, src: *const u8, len: usize) {
+        match self.nt_copy {
+            Some(nt) if (dst as usize).is_multiple_of(LINE) && len.is_multiple_of(LINE) => {
+                // SAFETY: caller's ranges; `dst` aligned, `len` whole lines.
+                unsafe { nt(dst, src, len) }
+            }
+            // SAFETY: caller's ranges.
+            _ => unsafe { self.copy_nodrain(dst, src, len) },
+        }
+    }
+
     /// The memset twin of [`Ops::copy_nodrain`].
     ///
     /// # Safety
