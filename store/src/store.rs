@@ -733,32 +733,32 @@ impl Store {
         }
         self.live()?;
         let _pin = self.heap.pin();
-        let rec = match new {
-            Some(v) => Some(self.new_record(key, v)?),
-            None => None,
-        };
         let fp = leaf::fingerprint(key);
+        // Compare first, and write the record only on a match, after the
+        // lock (as in `put`).
         let leaf = self.lock_leaf(key);
         let cur = self.find(leaf.off, key, fp).map(|f| leaf::record_value(&self.region, f.rec));
         if cur != expected {
             let cur = cur.map(|c| c.to_vec());
             leaf.unlock();
-            if let Some(rec) = rec {
-                let _ = self.heap.free(rec);
-            }
             return Ok(Err(cur));
         }
-        match (rec, new) {
-            (Some(rec), Some(v)) => match self.put_locked(leaf, key, v.len(), rec, fp) {
-                Ok(()) => Ok(Ok(())),
-                Err(e) => {
-                    let _ = self.heap.free(rec);
-                    Err(e)
-                }
-            },
-            _ => {
-                self.delete_locked(leaf, key, fp)?;
-                Ok(Ok(()))
+        let Some(v) = new else {
+            self.delete_locked(leaf, key, fp)?;
+            return Ok(Ok(()));
+        };
+        let rec = match self.new_record(key, v) {
+            Ok(rec) => rec,
+            Err(e) => {
+                leaf.unlock();
+                return Err(e);
+            }
+        };
+        match self.put_locked(leaf, key, v.len(), rec, fp) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => {
+                let _ = self.heap.free(rec);
+                Err(e)
             }
         }
     }

@@ -68,8 +68,8 @@ impl Tx<'_> {
     }
 }
 
-struct Planned {
-    key: Vec<u8>,
+struct Planned<'k> {
+    key: &'k [u8],
     fp: u8,
     rec: Option<u64>,
     vlen: usize,
@@ -84,7 +84,9 @@ impl Store {
         for _ in 0..MAX_ATTEMPTS {
             let mut tx = Tx { store: self, writes: BTreeMap::new(), reads: BTreeMap::new() };
             let out = f(&mut tx)?;
-            match self.commit(tx.writes, &tx.reads) {
+            let writes: Vec<(&[u8], Option<&[u8]>)> =
+                tx.writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())).collect();
+            match self.commit(&writes, &tx.reads) {
                 Ok(()) => return Ok(out),
                 Err(Error::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
@@ -96,24 +98,43 @@ impl Store {
     /// Apply puts (`Some`) and deletes (`None`) atomically and durably, with
     /// one commit. Later entries for the same key win.
     pub fn write_batch(&self, ops: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+        let ops: Vec<(&[u8], Option<&[u8]>)> = ops.iter().map(|(k, v)| (k.as_slice(), v.as_deref())).collect();
+        self.write_batch_ref(&ops)
+    }
+
+    /// [`Store::write_batch`] over borrowed keys and values: nothing is
+    /// copied before the records are written into the pool.
+    pub fn write_batch_ref(&self, ops: &[(&[u8], Option<&[u8]>)]) -> Result<()> {
         self.live()?;
-        let mut writes = BTreeMap::new();
-        for (k, v) in ops {
+        for &(k, v) in ops {
             check_key(k)?;
             if let Some(v) = v {
                 check_value(v)?;
             }
-            writes.insert(k.clone(), v.clone());
         }
-        self.commit(writes, &BTreeMap::new())
+        // Key order, the last entry of each key only.
+        let mut order: Vec<u32> = (0..ops.len() as u32).collect();
+        order.sort_by(|&a, &b| ops[a as usize].0.cmp(ops[b as usize].0).then(a.cmp(&b)));
+        let mut writes: Vec<(&[u8], Option<&[u8]>)> = Vec::with_capacity(ops.len());
+        for (n, &i) in order.iter().enumerate() {
+            let last = order.get(n + 1).is_none_or(|&j| ops[j as usize].0 != ops[i as usize].0);
+            if last {
+                writes.push(ops[i as usize]);
+            }
+        }
+        self.commit(&writes, &BTreeMap::new())
     }
 
-    fn commit(&self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>, reads: &BTreeMap<Vec<u8>, Option<u64>>) -> Result<()> {
+    /// Commit `writes` (in key order, one entry per key).
+    fn commit(&self, writes: &[(&[u8], Option<&[u8]>)], reads: &BTreeMap<Vec<u8>, Option<u64>>) -> Result<()> {
         let _pin = self.heap.pin();
         let mut plan: Vec<Planned> = Vec::with_capacity(writes.len());
-        for (k, v) in writes {
-            let rec = match &v {
-                Some(v) => match self.new_record(&k, v) {
+        // Allocate every record, then write them: an allocation takes a
+        // lock, whose atomic read-modify-write would wait for the write-back
+        // of the record written before it.
+        for &(k, v) in writes {
+            let rec = match v {
+                Some(v) => match self.heap.alloc(leaf::record_len(k, v)) {
                     Ok(r) => Some(r),
                     Err(e) => {
                         for p in &plan {
@@ -121,13 +142,18 @@ impl Store {
                                 let _ = self.heap.free(r);
                             }
                         }
-                        return Err(e);
+                        return Err(e.into());
                     }
                 },
                 None => None,
             };
-            let vlen = v.as_ref().map_or(0, |v| v.len());
-            plan.push(Planned { fp: leaf::fingerprint(&k), key: k, rec, vlen });
+            let vlen = v.map_or(0, |v| v.len());
+            plan.push(Planned { fp: leaf::fingerprint(k), key: k, rec, vlen });
+        }
+        for (p, &(_, v)) in plan.iter().zip(writes) {
+            if let (Some(rec), Some(v)) = (p.rec, v) {
+                leaf::write_record(&self.region, rec, p.key, v);
+            }
         }
         let res = self.commit_planned(&plan, reads);
         // Free the new records only when nothing was published; after a
@@ -144,7 +170,7 @@ impl Store {
         res
     }
 
-    fn commit_planned(&self, plan: &[Planned], reads: &BTreeMap<Vec<u8>, Option<u64>>) -> Result<()> {
+    fn commit_planned(&self, plan: &[Planned<'_>], reads: &BTreeMap<Vec<u8>, Option<u64>>) -> Result<()> {
         let r = &*self.region;
         'retry: loop {
             // Lock every leaf involved, in address order.
@@ -154,7 +180,7 @@ impl Store {
             let mut leaves: Vec<Arc<LeafRef>> = Vec::new();
             let mut slot_of: std::collections::HashMap<*const LeafRef, usize> = Default::default();
             let mut owner: Vec<usize> = Vec::with_capacity(nkeys);
-            for k in plan.iter().map(|p| p.key.as_slice()).chain(reads.keys().map(|k| k.as_slice())) {
+            for k in plan.iter().map(|p| p.key).chain(reads.keys().map(|k| k.as_slice())) {
                 let l = snap.route(k);
                 let i = *slot_of.entry(Arc::as_ptr(l)).or_insert_with(|| {
                     leaves.push(l.clone());
@@ -185,7 +211,7 @@ impl Store {
             }
             if !fast {
                 let snap = self.index.load();
-                let keys = plan.iter().map(|p| p.key.as_slice()).chain(reads.keys().map(|k| k.as_slice()));
+                let keys = plan.iter().map(|p| p.key).chain(reads.keys().map(|k| k.as_slice()));
                 if keys.zip(&owner).any(|(k, &i)| !Arc::ptr_eq(snap.route(k), &leaves[i])) {
                     unlock_all(&leaves);
                     continue 'retry;
@@ -211,14 +237,20 @@ impl Store {
             let (mut dkeys, mut dbytes) = (0i64, 0i64);
             // Stop writing: `None` to retry after a split, `Some` to fail.
             let mut failed: Option<Option<Error>> = None;
-            let mut by_leaf: Vec<Vec<&Planned>> = vec![Vec::new(); leaves.len()];
-            for (p, &i) in plan.iter().zip(&keyleaf) {
-                by_leaf[i].push(p);
-            }
+            // The plan's entries grouped by leaf, in key order within each
+            // (a stable sort; keys in order route to leaves in order, so
+            // this is usually already sorted).
+            let mut by_leaf: Vec<u32> = (0..plan.len() as u32).collect();
+            by_leaf.sort_by_key(|&j| keyleaf[j as usize]);
+            let mut at = 0;
             for i in 0..leaves.len() {
                 let off = leaves[i].off;
-                let mine = std::mem::take(&mut by_leaf[i]);
-                let need = mine.iter().filter(|p| p.rec.is_some()).count() as u32;
+                let start = at;
+                while at < by_leaf.len() && keyleaf[by_leaf[at] as usize] == i {
+                    at += 1;
+                }
+                let mine = || by_leaf[start..at].iter().map(|&j| &plan[j as usize]);
+                let need = mine().filter(|p| p.rec.is_some()).count() as u32;
                 let mut used = bits[i];
                 let take_slot = |used: &mut u64| {
                     let j = (!*used).trailing_zeros() as usize;
@@ -226,8 +258,8 @@ impl Store {
                     j
                 };
                 if need <= bits[i].count_zeros() {
-                    for p in &mine {
-                        if let Some(f) = self.find(off, &p.key, p.fp) {
+                    for p in mine() {
+                        if let Some(f) = self.find(off, p.key, p.fp) {
                             newbits[i] &= !(1u64 << f.slot);
                             let ov = leaf::record_lens(r, f.rec).map_or(0, |(_, v)| v as i64);
                             dkeys -= 1;
@@ -252,15 +284,15 @@ impl Store {
                         (leaf::record_key(r, rec).to_vec(), (rec, fps[j], Some(j)))
                     })
                     .collect();
-                for p in &mine {
-                    if let Some((orec, _, _)) = fin.remove(&p.key) {
+                for p in mine() {
+                    if let Some((orec, _, _)) = fin.remove(p.key) {
                         let ov = leaf::record_lens(r, orec).map_or(0, |(_, v)| v as i64);
                         dkeys -= 1;
                         dbytes -= p.key.len() as i64 + ov;
                         old_recs.push(orec);
                     }
                     if let Some(rec) = p.rec {
-                        fin.insert(p.key.clone(), (rec, p.fp, None));
+                        fin.insert(p.key.to_vec(), (rec, p.fp, None));
                         dkeys += 1;
                         dbytes += (p.key.len() + p.vlen) as i64;
                     }

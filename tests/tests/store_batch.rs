@@ -62,6 +62,42 @@ fn batches_bigger_than_a_leaf() {
     drop(dir);
 }
 
+/// `write_batch_ref` takes keys in any order, and of several entries for
+/// one key the last wins, whether put or delete.
+#[test]
+fn batch_entries_in_any_order_last_one_wins() {
+    let dir = ShmDir::new("batch-order");
+    let s = dir.pmem_store("o.pool", 16 << 20);
+    s.put(b"gone", b"old").unwrap();
+    s.put(b"kept", b"old").unwrap();
+    let ops: Vec<(&[u8], Option<&[u8]>)> = vec![
+        (b"z", Some(b"1")),
+        (b"a", Some(b"1")),
+        (b"z", Some(b"2")),
+        (b"gone", Some(b"new")),
+        (b"kept", None),
+        (b"gone", None),
+        (b"m", None),
+        (b"kept", Some(b"new")),
+        (b"a", None),
+        (b"a", Some(b"3")),
+    ];
+    s.write_batch_ref(&ops).unwrap();
+    let got: Vec<(Vec<u8>, Vec<u8>)> = s.iter().map(|kv| kv.unwrap()).collect();
+    let want: Vec<(Vec<u8>, Vec<u8>)> = [(&b"a"[..], &b"3"[..]), (b"kept", b"new"), (b"z", b"2")]
+        .iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(s.len(), 3);
+    assert!(s.check().unwrap().is_ok());
+    // Bad entries fail the whole batch before anything is written.
+    let big = vec![0u8; daxkv::MAX_KEY + 1];
+    assert!(s.write_batch_ref(&[(b"new", Some(b"x")), (&big, Some(b"x"))]).is_err());
+    assert!(s.write_batch_ref(&[(b"new", Some(b"x")), (b"", None)]).is_err());
+    assert_eq!(s.get(b"new").unwrap(), None);
+}
+
 /// `Store::prefetch` is a hint over leaves it does not lock: while another
 /// thread splits, deletes and frees, it never panics, never changes what a
 /// lookup answers.
