@@ -85,7 +85,6 @@ pub struct Batch {
     data: Vec<u8>,
     ops: Vec<Op>,
     index: HashMap<u64, u32, BuildHasherDefault<KeyHash>>,
-    deletes: usize,
     /// Key and value bytes queued.
     pub bytes: usize,
 }
@@ -158,10 +157,7 @@ impl Batch {
                 self.data.extend_from_slice(v);
                 (at, v.len())
             }
-            None => {
-                self.deletes += 1;
-                (0, DELETE)
-            }
+            None => (0, DELETE),
         };
         self.ops.push(Op { key: k, value: v, prev });
     }
@@ -203,7 +199,6 @@ impl Batch {
         self.ops.clear();
         self.index.clear();
         self.data.clear();
-        self.deletes = 0;
         self.bytes = 0;
         if self.data.capacity() > KEEP_ARENA {
             self.data = Vec::new();
@@ -211,19 +206,14 @@ impl Batch {
     }
 
     /// Commit everything queued with one store commit (all or nothing, one
-    /// drain sequence), then forget it. Puts only go through a transaction
-    /// without reads, which copies each key and value straight from the
-    /// arena (a `write_batch` would need them as owned vectors first); a
-    /// batch with deletes goes through `write_batch`. A batch the log
-    /// cannot hold in one entry is committed one operation at a time.
+    /// drain sequence), then forget it. The keys and values go from the
+    /// arena straight into the pool (`Store::write_batch_ref`, no copies).
+    /// A batch the log cannot hold in one entry is committed one operation
+    /// at a time.
     pub fn commit(&mut self, store: &Store) -> Result<(), Error> {
-        let res = if self.deletes == 0 {
-            store.transaction(|tx| self.iter().try_for_each(|(k, v)| tx.put(k, v.unwrap_or_default())))
-        } else {
-            let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-                self.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
-            store.write_batch(&ops)
-        };
+        let ops: Vec<(&[u8], Option<&[u8]>)> = self.iter().collect();
+        let res = store.write_batch_ref(&ops);
+        drop(ops);
         let res = match res {
             Err(Error::TooLarge(_)) if self.ops.len() > 1 => self.iter().try_for_each(|(k, v)| match v {
                 Some(v) => store.put(k, v),
