@@ -482,6 +482,13 @@ impl Store {
         // line write-back in flight, so issued after the record's flushes
         // they would cost one more barrier per put.
         let leaf = self.lock_leaf(key);
+        self.write_and_put_locked(leaf, key, value, fp)
+    }
+
+    /// Write the record for `key` = `value` and insert it in the locked
+    /// `leaf`; unlocks it (also on error) and frees the record if it was
+    /// not published.
+    fn write_and_put_locked(&self, leaf: Arc<LeafRef>, key: &[u8], value: &[u8], fp: u8) -> Result<()> {
         let rec = match self.new_record(key, value) {
             Ok(rec) => rec,
             Err(e) => {
@@ -489,13 +496,9 @@ impl Store {
                 return Err(e);
             }
         };
-        match self.put_locked(leaf, key, value.len(), rec, fp) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = self.heap.free(rec);
-                Err(e)
-            }
-        }
+        self.put_locked(leaf, key, value.len(), rec, fp).inspect_err(|_| {
+            let _ = self.heap.free(rec);
+        })
     }
 
     /// Insert or replace with the record `rec` in the locked `leaf`;
@@ -747,20 +750,7 @@ impl Store {
             self.delete_locked(leaf, key, fp)?;
             return Ok(Ok(()));
         };
-        let rec = match self.new_record(key, v) {
-            Ok(rec) => rec,
-            Err(e) => {
-                leaf.unlock();
-                return Err(e);
-            }
-        };
-        match self.put_locked(leaf, key, v.len(), rec, fp) {
-            Ok(()) => Ok(Ok(())),
-            Err(e) => {
-                let _ = self.heap.free(rec);
-                Err(e)
-            }
-        }
+        self.write_and_put_locked(leaf, key, v, fp).map(Ok)
     }
 
     /// Figures about the store.
