@@ -24,11 +24,36 @@ pub(crate) struct LeafRef {
     pub sep: Arc<[u8]>,
     version: AtomicU64,
     dead: AtomicBool,
+    /// The leaf's keys in order as the last scan saw them (see `view`).
+    #[cfg(not(loom))]
+    view: arc_swap::ArcSwapOption<crate::view::LeafView>,
 }
 
 impl LeafRef {
     pub(crate) fn new(off: u64, sep: Arc<[u8]>) -> Arc<LeafRef> {
-        Arc::new(LeafRef { off, sep, version: AtomicU64::new(0), dead: AtomicBool::new(false) })
+        Arc::new(LeafRef {
+            off,
+            sep,
+            version: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+            #[cfg(not(loom))]
+            view: arc_swap::ArcSwapOption::empty(),
+        })
+    }
+
+    /// The cached key-ordered view of the leaf, if it describes version
+    /// `v` (a version `read_begin` returned).
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn view_at(&self, v: u64) -> Option<Arc<crate::view::LeafView>> {
+        let g = self.view.load();
+        g.as_ref().filter(|x| x.version == v).cloned()
+    }
+
+    /// Cache `view` (built at a version the caller validated).
+    #[cfg(not(loom))]
+    pub(crate) fn set_view(&self, view: Arc<crate::view::LeafView>) {
+        self.view.store(Some(view));
     }
 
     /// Start the cache miss of the version word (see `Store::prefetch`).

@@ -12,10 +12,14 @@
 use crate::error::Result;
 use crate::leaf;
 use crate::store::Store;
+use crate::view::LeafView;
 use daxkv_alloc::Guard;
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
+
+/// Records read ahead of the one returned.
+const AHEAD: usize = 24;
 
 /// An iterator over `(key, value)` pairs in key order (or reverse).
 pub struct Iter<'a> {
@@ -90,59 +94,80 @@ impl<'a> Iter<'a> {
                     }
                 },
             };
-            let leaf = leaf.clone();
-            let sep = leaf.sep.clone();
+            let sep = &leaf.sep;
             let v = leaf.read_begin();
-            let bits = leaf::bitmap(r, leaf.off);
-            // Start every record's cache misses at once, and the next leaf's,
-            // then read them.
-            let recs: Vec<u64> = leaf::live(bits).map(|i| leaf::slot(r, leaf.off, i)).collect();
-            for &rec in &recs {
-                leaf::prefetch_record(r, rec);
-            }
-            let ahead = if self.fwd { snap.after(&sep) } else { snap.before(&sep) };
+            let ahead = if self.fwd { snap.after(sep) } else { snap.before(sep) };
             if let Some(n) = ahead {
                 leaf::prefetch(r, n.off);
             }
-            let mut got: Vec<(u64, &[u8], u64)> = Vec::with_capacity(recs.len());
-            for &rec in &recs {
-                let k = leaf::record_key(r, rec);
-                let fresh = match (&self.last, self.fwd) {
-                    (None, _) => true,
-                    (Some(l), true) => k > l.as_slice(),
-                    (Some(l), false) => k < l.as_slice(),
-                };
-                if fresh && above(&self.lo, k) && below(&self.hi, k) {
-                    got.push((0, k, rec));
+            let next = if self.fwd { ahead.map(|l| l.sep.clone()) } else { None };
+            // The leaf in key order: cached by an earlier scan, or read (every
+            // record's key; their cache misses started at once) and sorted.
+            let (view, fresh) = match leaf.view_at(v) {
+                Some(view) => (view, false),
+                None => {
+                    let bits = leaf::bitmap(r, leaf.off);
+                    let recs: Vec<u64> = leaf::live(bits).map(|i| leaf::slot(r, leaf.off, i)).collect();
+                    for &rec in &recs {
+                        leaf::prefetch_record(r, rec);
+                    }
+                    (Arc::new(LeafView::build(r, v, &recs)), true)
                 }
-            }
-            let cp = leaf::common_prefix(got.iter().map(|g| g.1));
-            for g in &mut got {
-                g.0 = leaf::key_prefix_at(g.1, cp);
-            }
-            let next = if self.fwd { snap.after(&sep).map(|l| l.sep.clone()) } else { None };
+            };
+            // This leaf's part of the range: keys after the last one returned
+            // (or from the range's start), up to the range's end.
+            let from = |b: &Bound<Vec<u8>>| match b {
+                Bound::Included(k) => view.search(r, k, false),
+                Bound::Excluded(k) => view.search(r, k, true),
+                Bound::Unbounded => 0,
+            };
+            let to = |b: &Bound<Vec<u8>>| match b {
+                Bound::Included(k) => view.search(r, k, true),
+                Bound::Excluded(k) => view.search(r, k, false),
+                Bound::Unbounded => view.len(),
+            };
+            let (a, b) = if self.fwd {
+                let a = match &self.last {
+                    Some(l) => view.search(r, l, true),
+                    None => from(&self.lo),
+                };
+                (a, to(&self.hi).max(a))
+            } else {
+                let b = match &self.last {
+                    Some(l) => view.search(r, l, false),
+                    None => to(&self.hi),
+                };
+                (from(&self.lo).min(b), b)
+            };
             if !(leaf.validate(v) && s.index.is_current(&snap)) {
                 continue;
             }
-            // Sort on the 8 bytes after the keys' common prefix as one
-            // integer, the whole key only to break ties.
+            if fresh {
+                leaf.set_view(view.clone());
+            }
             if self.fwd {
-                got.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
                 match next {
                     Some(n) if below(&self.hi, &n) => self.cursor = Some(n),
                     _ => self.done = true,
                 }
             } else {
-                got.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(a.1)));
-                if sep.is_empty() || !above(&self.lo, &sep) {
+                if sep.is_empty() || !above(&self.lo, sep) {
                     self.done = true;
                 }
-                self.cursor = Some(sep);
+                self.cursor = Some(sep.clone());
             }
-            if let Some(l) = got.last() {
-                self.last = Some(l.1.to_vec());
+            if a < b {
+                let last = if self.fwd { view.rec(b - 1) } else { view.rec(a) };
+                self.last = Some(leaf::record_key(r, last).to_vec());
+                if self.fwd {
+                    self.buf.extend((a..b).map(|i| view.rec(i)));
+                } else {
+                    self.buf.extend((a..b).rev().map(|i| view.rec(i)));
+                }
+                for &rec in self.buf.iter().take(AHEAD) {
+                    leaf::prefetch_record(r, rec);
+                }
             }
-            self.buf.extend(got.into_iter().map(|(_, _, rec)| rec));
             if !self.buf.is_empty() || self.done {
                 return;
             }
@@ -159,6 +184,10 @@ impl Iter<'_> {
             self.fill();
         }
         let r = &*self.store.region;
+        // Keep the record AHEAD places on in flight.
+        if let Some(&ahead) = self.buf.get(AHEAD) {
+            leaf::prefetch_record(r, ahead);
+        }
         self.buf.pop_front().map(|rec| (leaf::record_key(r, rec), leaf::record_value(r, rec)))
     }
 }

@@ -55,6 +55,8 @@ mod store;
 mod sync;
 #[cfg(not(loom))]
 mod tx;
+#[cfg(not(loom))]
+mod view;
 
 #[cfg(not(loom))]
 pub use daxkv_alloc::{Backend, OpenError, PersistInfo, PersistOptions, Persistence, Region, RegionOptions};
