@@ -1,9 +1,10 @@
 //! Ordered iteration over a range, forward or reverse.
 //!
-//! The iterator reads one leaf at a time, optimistically: it collects the
-//! leaf's records in the range and sorts them by key, then checks that
-//! neither the leaf nor the index changed meanwhile, and retries the leaf
-//! otherwise. Keys and values are copied out only as the caller takes them;
+//! The iterator reads one leaf at a time, optimistically: it takes the
+//! leaf's records in key order (the leaf's cached [`crate::view`], or its
+//! records read and sorted, which then becomes the cached view), picks the
+//! part in the range by binary search, then checks that neither the leaf
+//! nor the index changed meanwhile, and retries the leaf otherwise. Keys and values are copied out only as the caller takes them;
 //! the iterator keeps its thread pinned, so the records it collected are not
 //! reused meanwhile (a long-lived iterator delays the reuse of freed space).
 //! Between leaves it moves by separator keys, so it sees each key at most
