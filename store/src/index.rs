@@ -27,6 +27,10 @@ pub(crate) struct LeafRef {
     /// The leaf's keys in order as the last scan saw them (see `view`).
     #[cfg(not(loom))]
     view: arc_swap::ArcSwapOption<crate::view::LeafView>,
+    /// 1 + the version a scan last read the leaf at without caching a view
+    /// (0: none): a second scan of the unchanged leaf caches one.
+    #[cfg(not(loom))]
+    scanned: std::sync::atomic::AtomicU64,
 }
 
 impl LeafRef {
@@ -38,7 +42,23 @@ impl LeafRef {
             dead: AtomicBool::new(false),
             #[cfg(not(loom))]
             view: arc_swap::ArcSwapOption::empty(),
+            #[cfg(not(loom))]
+            scanned: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Whether a scan read the leaf at version `v` (and did not cache it).
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn scanned_at(&self, v: u64) -> bool {
+        self.scanned.load(std::sync::atomic::Ordering::Relaxed) == v + 1
+    }
+
+    /// Note that a scan read the leaf at version `v` (validated).
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn mark_scanned(&self, v: u64) {
+        self.scanned.store(v + 1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The cached key-ordered view of the leaf, if it describes version

@@ -31,6 +31,8 @@ pub struct Iter<'a> {
     cursor: Option<Arc<[u8]>>,
     last: Option<Vec<u8>>,
     buf: VecDeque<u64>,
+    /// Scratch: one leaf's records in the range, in order.
+    picked: Vec<u64>,
     done: bool,
     _pin: Guard,
 }
@@ -69,7 +71,7 @@ impl<'a> Iter<'a> {
     pub(crate) fn new(store: &'a Store, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, fwd: bool) -> Iter<'a> {
         let done = store.live().is_err();
         let _pin = store.heap.pin();
-        Iter { store, fwd, lo, hi, cursor: None, last: None, buf: VecDeque::new(), done, _pin }
+        Iter { store, fwd, lo, hi, cursor: None, last: None, buf: VecDeque::new(), picked: Vec::new(), done, _pin }
     }
 
     fn fill(&mut self) {
@@ -102,49 +104,61 @@ impl<'a> Iter<'a> {
                 leaf::prefetch(r, n.off);
             }
             let next = if self.fwd { ahead.map(|l| l.sep.clone()) } else { None };
-            // The leaf in key order: cached by an earlier scan, or read (every
-            // record's key; their cache misses started at once) and sorted.
-            let (view, fresh) = match leaf.view_at(v) {
-                Some(view) => (view, false),
-                None => {
-                    let bits = leaf::bitmap(r, leaf.off);
-                    let recs: Vec<u64> = leaf::live(bits).map(|i| leaf::slot(r, leaf.off, i)).collect();
-                    for &rec in &recs {
-                        leaf::prefetch_record(r, rec);
-                    }
-                    (Arc::new(LeafView::build(r, v, &recs)), true)
+            // This leaf's records in the range, in the order returned: from
+            // the cached view of the leaf if an earlier scan left one for this
+            // version; otherwise every record's key is read (their cache
+            // misses started at once) and sorted. A leaf scanned a second
+            // time unchanged gets its view cached; one scanned once does
+            // not pay for one.
+            self.picked.clear();
+            let cached = leaf.view_at(v);
+            if cached.is_some() || leaf.scanned_at(v) {
+                let (view, fresh) = match cached {
+                    Some(view) => (view, false),
+                    None => (Arc::new(LeafView::build(r, v, &leaf_records(r, leaf.off))), true),
+                };
+                let (a, b) = self.part(r, &view);
+                if !(leaf.validate(v) && s.index.is_current(&snap)) {
+                    continue;
                 }
-            };
-            // This leaf's part of the range: keys after the last one returned
-            // (or from the range's start), up to the range's end.
-            let from = |b: &Bound<Vec<u8>>| match b {
-                Bound::Included(k) => view.search(r, k, false),
-                Bound::Excluded(k) => view.search(r, k, true),
-                Bound::Unbounded => 0,
-            };
-            let to = |b: &Bound<Vec<u8>>| match b {
-                Bound::Included(k) => view.search(r, k, true),
-                Bound::Excluded(k) => view.search(r, k, false),
-                Bound::Unbounded => view.len(),
-            };
-            let (a, b) = if self.fwd {
-                let a = match &self.last {
-                    Some(l) => view.search(r, l, true),
-                    None => from(&self.lo),
-                };
-                (a, to(&self.hi).max(a))
+                if fresh {
+                    leaf.set_view(view.clone());
+                }
+                if self.fwd {
+                    self.picked.extend((a..b).map(|i| view.rec(i)));
+                } else {
+                    self.picked.extend((a..b).rev().map(|i| view.rec(i)));
+                }
             } else {
-                let b = match &self.last {
-                    Some(l) => view.search(r, l, false),
-                    None => to(&self.hi),
-                };
-                (from(&self.lo).min(b), b)
-            };
-            if !(leaf.validate(v) && s.index.is_current(&snap)) {
-                continue;
-            }
-            if fresh {
-                leaf.set_view(view.clone());
+                let recs = leaf_records(r, leaf.off);
+                let mut got: Vec<(u64, &[u8], u64)> = Vec::with_capacity(recs.len());
+                for &rec in &recs {
+                    let k = leaf::record_key(r, rec);
+                    let fresh = match (&self.last, self.fwd) {
+                        (None, _) => true,
+                        (Some(l), true) => k > l.as_slice(),
+                        (Some(l), false) => k < l.as_slice(),
+                    };
+                    if fresh && above(&self.lo, k) && below(&self.hi, k) {
+                        got.push((0, k, rec));
+                    }
+                }
+                let cp = leaf::common_prefix(got.iter().map(|g| g.1));
+                for g in &mut got {
+                    g.0 = leaf::key_prefix_at(g.1, cp);
+                }
+                if !(leaf.validate(v) && s.index.is_current(&snap)) {
+                    continue;
+                }
+                leaf.mark_scanned(v);
+                // Sort on the 8 bytes after the keys' common prefix as one
+                // integer, the whole key only to break ties.
+                if self.fwd {
+                    got.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+                } else {
+                    got.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(a.1)));
+                }
+                self.picked.extend(got.iter().map(|g| g.2));
             }
             if self.fwd {
                 match next {
@@ -157,14 +171,9 @@ impl<'a> Iter<'a> {
                 }
                 self.cursor = Some(sep.clone());
             }
-            if a < b {
-                let last = if self.fwd { view.rec(b - 1) } else { view.rec(a) };
+            if let Some(&last) = self.picked.last() {
                 self.last = Some(leaf::record_key(r, last).to_vec());
-                if self.fwd {
-                    self.buf.extend((a..b).map(|i| view.rec(i)));
-                } else {
-                    self.buf.extend((a..b).rev().map(|i| view.rec(i)));
-                }
+                self.buf.extend(self.picked.drain(..));
                 for &rec in self.buf.iter().take(AHEAD) {
                     leaf::prefetch_record(r, rec);
                 }
@@ -176,7 +185,44 @@ impl<'a> Iter<'a> {
     }
 }
 
+/// A leaf's live records, their first two lines' cache misses started.
+fn leaf_records(r: &daxkv_alloc::Region, off: u64) -> Vec<u64> {
+    let recs: Vec<u64> = leaf::live(leaf::bitmap(r, off)).map(|i| leaf::slot(r, off, i)).collect();
+    for &rec in &recs {
+        leaf::prefetch_record(r, rec);
+    }
+    recs
+}
+
 impl Iter<'_> {
+    /// Positions `a..b` of `view` in this iterator's range: after the last
+    /// key returned (or from the range's start) up to the range's end.
+    fn part(&self, r: &daxkv_alloc::Region, view: &LeafView) -> (usize, usize) {
+        let from = |b: &Bound<Vec<u8>>| match b {
+            Bound::Included(k) => view.search(r, k, false),
+            Bound::Excluded(k) => view.search(r, k, true),
+            Bound::Unbounded => 0,
+        };
+        let to = |b: &Bound<Vec<u8>>| match b {
+            Bound::Included(k) => view.search(r, k, true),
+            Bound::Excluded(k) => view.search(r, k, false),
+            Bound::Unbounded => view.len(),
+        };
+        if self.fwd {
+            let a = match &self.last {
+                Some(l) => view.search(r, l, true),
+                None => from(&self.lo),
+            };
+            (a, to(&self.hi).max(a))
+        } else {
+            let b = match &self.last {
+                Some(l) => view.search(r, l, false),
+                None => to(&self.hi),
+            };
+            (from(&self.lo).min(b), b)
+        }
+    }
+
     /// The next pair, borrowed from the pool instead of copied (zero-copy).
     /// The borrow lasts until the next call; the iterator's pin keeps the
     /// record from being reused meanwhile. Interleaves with `next`.
