@@ -213,7 +213,6 @@ impl Batch {
     pub fn commit(&mut self, store: &Store) -> Result<(), Error> {
         let ops: Vec<(&[u8], Option<&[u8]>)> = self.iter().collect();
         let res = store.write_batch_ref(&ops);
-        drop(ops);
         let res = match res {
             Err(Error::TooLarge(_)) if self.ops.len() > 1 => self.iter().try_for_each(|(k, v)| match v {
                 Some(v) => store.put(k, v),

@@ -1,12 +1,14 @@
 //! Ordered iteration over a range, forward or reverse.
 //!
 //! The iterator reads one leaf at a time, optimistically: it takes the
-//! leaf's records in key order (the leaf's cached [`crate::view`], or its
-//! records read and sorted, which then becomes the cached view), picks the
-//! part in the range by binary search, then checks that neither the leaf
-//! nor the index changed meanwhile, and retries the leaf otherwise. Keys and values are copied out only as the caller takes them;
-//! the iterator keeps its thread pinned, so the records it collected are not
-//! reused meanwhile (a long-lived iterator delays the reuse of freed space).
+//! leaf's records in the range in key order (from the leaf's cached
+//! [`crate::view`], found by binary search, or by reading and sorting the
+//! leaf's records; a leaf scanned twice unchanged gets a cached view), then
+//! checks that neither the leaf nor the index changed meanwhile, and
+//! retries the leaf otherwise. Keys and values are copied out only as the
+//! caller takes them; the iterator keeps its thread pinned, so the records
+//! it collected are not reused meanwhile (a long-lived iterator delays the
+//! reuse of freed space).
 //! Between leaves it moves by separator keys, so it sees each key at most
 //! once and in order; keys written concurrently may or may not be seen.
 
@@ -143,20 +145,13 @@ impl<'a> Iter<'a> {
                         got.push((0, k, rec));
                     }
                 }
-                let cp = leaf::common_prefix(got.iter().map(|g| g.1));
-                for g in &mut got {
-                    g.0 = leaf::key_prefix_at(g.1, cp);
-                }
                 if !(leaf.validate(v) && s.index.is_current(&snap)) {
                     continue;
                 }
                 leaf.mark_scanned(v);
-                // Sort on the 8 bytes after the keys' common prefix as one
-                // integer, the whole key only to break ties.
-                if self.fwd {
-                    got.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-                } else {
-                    got.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(a.1)));
+                leaf::key_order(&mut got);
+                if !self.fwd {
+                    got.reverse();
                 }
                 self.picked.extend(got.iter().map(|g| g.2));
             }

@@ -234,6 +234,19 @@ pub(crate) fn common_prefix<'k>(mut keys: impl Iterator<Item = &'k [u8]>) -> usi
     n
 }
 
+/// A leaf's `(_, key, record)` entries into key order: each gets the 8
+/// bytes of its key after the keys' common prefix as an integer (in the
+/// first field), compared first, the whole key only to break ties.
+/// Returns the common prefix's length.
+pub(crate) fn key_order(items: &mut [(u64, &[u8], u64)]) -> usize {
+    let cp = common_prefix(items.iter().map(|g| g.1));
+    for g in items.iter_mut() {
+        g.0 = key_prefix_at(g.1, cp);
+    }
+    items.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    cp
+}
+
 /// Live slots of a bitmap, in slot order.
 #[inline]
 pub(crate) fn live(bits: u64) -> impl Iterator<Item = usize> {

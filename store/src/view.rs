@@ -14,8 +14,8 @@
 //! views; a changed leaf's view is simply stale and is rebuilt by the next
 //! scan. Memory: 16 bytes per key of every scanned leaf.
 
-use crate::index::key_prefix_at;
 use crate::leaf;
+use crate::leaf::key_prefix_at;
 use daxkv_alloc::Region;
 use std::cmp::Ordering;
 
@@ -34,14 +34,9 @@ impl LeafView {
     /// The view of records `recs` (all the leaf's live records, read at
     /// `version`): reads and sorts their keys.
     pub(crate) fn build(r: &Region, version: u64, recs: &[u64]) -> LeafView {
-        let keys: Vec<&[u8]> = recs.iter().map(|&rec| leaf::record_key(r, rec)).collect();
-        let cp = leaf::common_prefix(keys.iter().copied());
-        let stem: Box<[u8]> = keys.first().map_or(&[][..], |k| &k[..cp]).into();
-        let mut order: Vec<(u64, &[u8], u64)> =
-            keys.iter().zip(recs).map(|(&k, &rec)| (key_prefix_at(k, cp), k, rec)).collect();
-        // The 8 bytes after the stem as one integer, the whole key only to
-        // break ties.
-        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let mut order: Vec<(u64, &[u8], u64)> = recs.iter().map(|&rec| (0, leaf::record_key(r, rec), rec)).collect();
+        let cp = leaf::key_order(&mut order);
+        let stem: Box<[u8]> = order.first().map_or(&[][..], |g| &g.1[..cp]).into();
         LeafView { version, stem, entries: order.into_iter().map(|(p, _, rec)| (p, rec)).collect() }
     }
 
