@@ -34,6 +34,7 @@
 //! assert_eq!(r.load_u64(0), 4096);
 //! ```
 
+mod atomics;
 mod error;
 mod heap;
 mod map;
@@ -45,6 +46,7 @@ mod sync;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+pub use atomics::zeroed_atomic_u64s;
 pub use error::{BoundsError, DrainError, OpenError};
 pub use heap::api::{ClassStats, Heap, HeapStats};
 pub use heap::cache::Guard;

@@ -23,10 +23,23 @@ const FP: u64 = 16;
 const SLOT: u64 = 80;
 pub(crate) const REC_HEADER: u64 = 8;
 
+/// A key's 32-bit hash: its top byte is the leaf fingerprint
+/// ([`fingerprint_of`]), the rest places it in the point cache.
+#[inline]
+pub(crate) fn key_hash(key: &[u8]) -> u32 {
+    crc32c::crc32c(key)
+}
+
+/// The leaf fingerprint (one byte) of a key with hash `h`.
+#[inline]
+pub(crate) fn fingerprint_of(h: u32) -> u8 {
+    (h >> 24) as u8
+}
+
 /// One-byte hash of a key.
 #[inline]
 pub(crate) fn fingerprint(key: &[u8]) -> u8 {
-    (crc32c::crc32c(key) >> 24) as u8
+    fingerprint_of(key_hash(key))
 }
 
 #[inline]

@@ -41,6 +41,8 @@ mod error;
 #[cfg(not(loom))]
 mod format;
 #[allow(dead_code)]
+mod hot;
+#[allow(dead_code)]
 mod index;
 #[cfg(not(loom))]
 mod iter;

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, PoolError, Result};
 use crate::format::{HEADER_BYTES, Superblock};
+use crate::hot::{Hot, Probe};
 use crate::index::{Index, LeafRef};
 use crate::leaf::{self, LEAF_BYTES, SLOTS};
 use crate::options::Options;
@@ -35,6 +36,8 @@ pub struct Store {
     pub(crate) recoveries: AtomicU64,
     /// Leaves merged away (emptied or under-full) since open.
     pub(crate) merges: AtomicU64,
+    /// Key hash → current record, for gets (see `hot`).
+    pub(crate) hot: Hot,
     pub(crate) opened_clean: bool,
     pub(crate) closed: AtomicBool,
     pub(crate) path: PathBuf,
@@ -102,6 +105,9 @@ pub struct Stats {
     /// Leaves removed from the tree since open: emptied ones unlinked and
     /// under-full ones merged into their predecessor.
     pub merges: u64,
+    /// DRAM reserved for the point cache (see [`Options::point_cache`];
+    /// pages it has not touched take no memory).
+    pub point_cache_bytes: u64,
 }
 
 /// The outcome of [`Store::check`].
@@ -173,9 +179,17 @@ impl Store {
         {
             log::warn!("{}: pages not faulted in ({e}); the first writes will take the page faults", path.display());
         }
-        let s = Self::format(region, path, log_len)?;
+        let mut s = Self::format(region, path, log_len)?;
         s.log.set_group_commit(opts.group_commit);
+        s.size_point_cache(opts);
         Ok(s)
+    }
+
+    /// Replace the default point cache by one of the size `opts` asks for.
+    fn size_point_cache(&mut self, opts: &Options) {
+        if let Some(bytes) = opts.point_cache {
+            self.hot = Hot::new(bytes);
+        }
     }
 
     /// Create a store in an already mapped, zeroed region (anonymous memory,
@@ -251,6 +265,7 @@ impl Store {
         opened_clean: bool,
         path: &Path,
     ) -> Store {
+        let pool_len = region.len();
         Store {
             region,
             heap,
@@ -260,6 +275,7 @@ impl Store {
             head: sb.head_leaf,
             recoveries: AtomicU64::new(sb.recoveries),
             merges: AtomicU64::new(0),
+            hot: Hot::new(pool_len / 32),
             sb: parking_lot::Mutex::new(sb),
             keys: AtomicI64::new(keys as i64),
             bytes: AtomicI64::new(bytes as i64),
@@ -275,8 +291,9 @@ impl Store {
     /// neither. A file that is not a sound daxkv pool gets a typed error and
     /// is not written to.
     pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<Store, PoolError> {
-        let s = Self::open_inner(path.as_ref(), opts)?;
+        let mut s = Self::open_inner(path.as_ref(), opts)?;
         s.log.set_group_commit(opts.group_commit);
+        s.size_point_cache(opts);
         Ok(s)
     }
 
@@ -354,22 +371,38 @@ impl Store {
     }
 
     /// Optimistic read of `key`: `f` sees the record, if any, and may be
-    /// called again if a writer interferes.
+    /// called again if a writer interferes. The point cache answers first;
+    /// on a miss the tree does, and a record it finds is cached.
     #[inline]
     pub(crate) fn read<T>(&self, key: &[u8], mut f: impl FnMut(Option<u64>) -> T) -> T {
-        let fp = leaf::fingerprint(key);
+        let h = leaf::key_hash(key);
+        // The bucket's miss overlaps the index walk, which a miss in the
+        // cache then needs.
+        self.hot.prefetch(h);
+        let mut g = self.index.generation();
+        let mut snap = self.index.load();
+        let (mut off, mut leaf) = snap.route_off(key);
+        let stamp = match self.hot.lookup(h, |rec| leaf::record_key(&self.region, rec) == key) {
+            Probe::Hit(rec) => return f(Some(rec)),
+            Probe::Miss(stamp) => stamp,
+        };
+        let fp = leaf::fingerprint_of(h);
         loop {
-            let g = self.index.generation();
-            let snap = self.index.load();
             // The leaf's offset comes from the index node, so its misses
             // overlap the load of the `LeafRef`'s version.
-            let (off, leaf) = snap.route_off(key);
             leaf::prefetch(&self.region, off);
             let v = leaf.read_begin();
-            let out = f(self.find(off, key, fp).map(|x| x.rec));
+            let rec = self.find(off, key, fp).map(|x| x.rec);
+            let out = f(rec);
             if leaf.validate(v) && self.index.unchanged_since(g) {
+                if let Some(rec) = rec {
+                    self.hot.insert(h, stamp, rec);
+                }
                 return out;
             }
+            g = self.index.generation();
+            snap = self.index.load();
+            (off, leaf) = snap.route_off(key);
         }
     }
 
@@ -385,23 +418,43 @@ impl Store {
         }
         let r = &*self.region;
         let _pin = self.heap.pin();
+        // Passes, each starting the misses the next one needs for all keys
+        // at once (prefetching whole leaves for many keys would only fill
+        // the line-fill buffers). First the point cache's buckets; the
+        // records of the keys found there; for the others, the leaves'
+        // headers and lock words, then the slots whose fingerprints match,
+        // then their records.
+        let hashes: Vec<u32> = keys.iter().map(|k| leaf::key_hash(k)).collect();
+        for &h in &hashes {
+            self.hot.prefetch(h);
+        }
+        let mut uncached: Vec<(&[u8], u32)> = Vec::with_capacity(keys.len());
+        for (k, &h) in keys.iter().zip(&hashes) {
+            let mut cached = false;
+            for rec in self.hot.candidates(h) {
+                leaf::prefetch_record(r, rec);
+                cached = true;
+            }
+            if !cached {
+                uncached.push((k, h));
+            }
+        }
+        if uncached.is_empty() {
+            return;
+        }
         let snap = self.index.load();
-        // Three passes, each starting the misses the next one needs for all
-        // keys at once (prefetching whole leaves for many keys would only
-        // fill the line-fill buffers): the leaves' headers and lock words,
-        // then the slots whose fingerprints match, then their records.
-        let offs: Vec<u64> = keys
+        let offs: Vec<u64> = uncached
             .iter()
-            .map(|k| {
+            .map(|(k, _)| {
                 let (off, leaf) = snap.route_off(k);
                 leaf::prefetch_header(r, off);
                 leaf.prefetch();
                 off
             })
             .collect();
-        let mut slots: Vec<u64> = Vec::with_capacity(keys.len());
-        for (k, &off) in keys.iter().zip(&offs) {
-            let fp = leaf::fingerprint(k);
+        let mut slots: Vec<u64> = Vec::with_capacity(uncached.len());
+        for (&(_, h), &off) in uncached.iter().zip(&offs) {
+            let fp = leaf::fingerprint_of(h);
             for i in leaf::live(leaf::bitmap(r, off) & leaf::fingerprint_matches(r, off, fp)) {
                 let at = leaf::slot_off(off, i);
                 r.prefetch(at);
@@ -476,19 +529,22 @@ impl Store {
         check_key(key)?;
         check_value(value)?;
         self.live()?;
-        let fp = leaf::fingerprint(key);
+        let h = leaf::key_hash(key);
+        // The cache line the put ends with, fetched while it waits for the
+        // record's write-back.
+        self.hot.prefetch(h);
         // Lock first, then write the record: the lock's atomic
         // read-modify-writes (and the index load's) wait for every cache
         // line write-back in flight, so issued after the record's flushes
         // they would cost one more barrier per put.
         let leaf = self.lock_leaf(key);
-        self.write_and_put_locked(leaf, key, value, fp)
+        self.write_and_put_locked(leaf, key, value, h)
     }
 
     /// Write the record for `key` = `value` and insert it in the locked
     /// `leaf`; unlocks it (also on error) and frees the record if it was
     /// not published.
-    fn write_and_put_locked(&self, leaf: Arc<LeafRef>, key: &[u8], value: &[u8], fp: u8) -> Result<()> {
+    fn write_and_put_locked(&self, leaf: Arc<LeafRef>, key: &[u8], value: &[u8], h: u32) -> Result<()> {
         let rec = match self.new_record(key, value) {
             Ok(rec) => rec,
             Err(e) => {
@@ -496,22 +552,26 @@ impl Store {
                 return Err(e);
             }
         };
-        self.put_locked(leaf, key, value.len(), rec, fp).inspect_err(|_| {
-            let _ = self.heap.free(rec);
-        })
+        self.put_locked(leaf, key, value.len(), rec, h)
     }
 
-    /// Insert or replace with the record `rec` in the locked `leaf`;
-    /// unlocks it (also on error).
-    pub(crate) fn put_locked(&self, mut leaf: Arc<LeafRef>, key: &[u8], vlen: usize, rec: u64, fp: u8) -> Result<()> {
+    /// Insert or replace with the record `rec` (key hash `h`) in the locked
+    /// `leaf`; unlocks it (also on error). Frees `rec` if it fails before
+    /// publishing it.
+    pub(crate) fn put_locked(&self, mut leaf: Arc<LeafRef>, key: &[u8], vlen: usize, rec: u64, h: u32) -> Result<()> {
         let r = &*self.region;
+        let fp = leaf::fingerprint_of(h);
+        let unpublished = |leaf: &LeafRef, e: Error| {
+            leaf.unlock();
+            let _ = self.heap.free(rec);
+            Err(e)
+        };
         loop {
             let bits = leaf::bitmap(r, leaf.off);
             if bits == u64::MAX {
                 // Full: split, then find the key's leaf again.
                 if let Err(e) = self.split(&leaf) {
-                    leaf.unlock();
-                    return Err(e);
+                    return unpublished(&leaf, e);
                 }
                 leaf.unlock();
                 leaf = self.lock_leaf(key);
@@ -521,17 +581,20 @@ impl Store {
             let j = (!bits).trailing_zeros() as usize;
             leaf::write_slot(r, leaf.off, j, rec, fp);
             if let Err(e) = r.drain() {
-                leaf.unlock();
-                return Err(e.into());
+                return unpublished(&leaf, e.into());
             }
             let mut nb = bits | (1 << j);
             if let Some(o) = &old {
                 nb &= !(1u64 << o.slot);
             }
             leaf::publish_bitmap(r, leaf.off, nb);
+            // Published: from here the record is the key's, even if the
+            // drain fails (the pool is then unusable), so it is not freed.
             let d = r.drain();
+            // The cache must stop naming the old record before the leaf
+            // unlocks, and may name the new one once it is durable.
+            self.hot.replace(h, old.as_ref().map(|o| o.rec), d.is_ok().then_some(rec));
             leaf.unlock();
-            d?;
             match old {
                 Some(o) => {
                     let ok = leaf::record_lens(r, o.rec).map_or(0, |(_, v)| v as i64);
@@ -543,7 +606,7 @@ impl Store {
                     self.bytes.fetch_add((key.len() + vlen) as i64, Ordering::Relaxed);
                 }
             }
-            return Ok(());
+            return d.map_err(Error::from);
         }
     }
 
@@ -551,21 +614,23 @@ impl Store {
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
         self.live()?;
-        let fp = leaf::fingerprint(key);
+        let h = leaf::key_hash(key);
         let leaf = self.lock_leaf(key);
-        self.delete_locked(leaf, key, fp)
+        self.delete_locked(leaf, key, h)
     }
 
-    /// Delete in the locked leaf; unlocks it.
-    pub(crate) fn delete_locked(&self, leaf: Arc<LeafRef>, key: &[u8], fp: u8) -> Result<bool> {
+    /// Delete in the locked leaf (`h`: the key's hash); unlocks it.
+    pub(crate) fn delete_locked(&self, leaf: Arc<LeafRef>, key: &[u8], h: u32) -> Result<bool> {
         let r = &*self.region;
-        let Some(f) = self.find(leaf.off, key, fp) else {
+        let Some(f) = self.find(leaf.off, key, leaf::fingerprint_of(h)) else {
             leaf.unlock();
             return Ok(false);
         };
         let nb = leaf::bitmap(r, leaf.off) & !(1u64 << f.slot);
         leaf::publish_bitmap(r, leaf.off, nb);
-        if let Err(e) = r.drain() {
+        let d = r.drain();
+        self.hot.replace(h, Some(f.rec), None);
+        if let Err(e) = d {
             leaf.unlock();
             return Err(e.into());
         }
@@ -736,21 +801,21 @@ impl Store {
         }
         self.live()?;
         let _pin = self.heap.pin();
-        let fp = leaf::fingerprint(key);
+        let h = leaf::key_hash(key);
         // Compare first, and write the record only on a match, after the
         // lock (as in `put`).
         let leaf = self.lock_leaf(key);
-        let cur = self.find(leaf.off, key, fp).map(|f| leaf::record_value(&self.region, f.rec));
+        let cur = self.find(leaf.off, key, leaf::fingerprint_of(h)).map(|f| leaf::record_value(&self.region, f.rec));
         if cur != expected {
             let cur = cur.map(|c| c.to_vec());
             leaf.unlock();
             return Ok(Err(cur));
         }
         let Some(v) = new else {
-            self.delete_locked(leaf, key, fp)?;
+            self.delete_locked(leaf, key, h)?;
             return Ok(Ok(()));
         };
-        self.write_and_put_locked(leaf, key, v, fp).map(Ok)
+        self.write_and_put_locked(leaf, key, v, h).map(Ok)
     }
 
     /// Figures about the store.
@@ -770,6 +835,7 @@ impl Store {
             recoveries: self.recoveries.load(Ordering::Relaxed),
             opened_clean: self.opened_clean,
             merges: self.merges.load(Ordering::Relaxed),
+            point_cache_bytes: self.hot.bytes(),
         }
     }
 

@@ -70,6 +70,8 @@ impl Tx<'_> {
 
 struct Planned<'k> {
     key: &'k [u8],
+    /// The key's hash (point cache) and fingerprint.
+    h: u32,
     fp: u8,
     rec: Option<u64>,
     vlen: usize,
@@ -148,7 +150,8 @@ impl Store {
                 None => None,
             };
             let vlen = v.map_or(0, |v| v.len());
-            plan.push(Planned { fp: leaf::fingerprint(k), key: k, rec, vlen });
+            let h = leaf::key_hash(k);
+            plan.push(Planned { h, fp: leaf::fingerprint_of(h), key: k, rec, vlen });
         }
         for (p, &(_, v)) in plan.iter().zip(writes) {
             if let (Some(rec), Some(v)) = (p.rec, v) {
@@ -264,7 +267,7 @@ impl Store {
                             let ov = leaf::record_lens(r, f.rec).map_or(0, |(_, v)| v as i64);
                             dkeys -= 1;
                             dbytes -= p.key.len() as i64 + ov;
-                            old_recs.push(f.rec);
+                            old_recs.push((p.h, f.rec));
                         }
                         if let Some(rec) = p.rec {
                             let j = take_slot(&mut used);
@@ -289,7 +292,7 @@ impl Store {
                         let ov = leaf::record_lens(r, orec).map_or(0, |(_, v)| v as i64);
                         dkeys -= 1;
                         dbytes -= p.key.len() as i64 + ov;
-                        old_recs.push(orec);
+                        old_recs.push((p.h, orec));
                     }
                     if let Some(rec) = p.rec {
                         fin.insert(p.key.to_vec(), (rec, p.fp, None));
@@ -398,9 +401,23 @@ impl Store {
                     let _ = self.heap.free(*nl);
                 }
             }
+            // Before any leaf unlocks, the point cache forgets every
+            // replaced record, and then (if the commit is durable) caches
+            // the new ones: in between, a reader of any key of the commit
+            // misses and waits for the leaf locks (see `hot`).
+            for &(h, rec) in &old_recs {
+                self.hot.replace(h, Some(rec), None);
+            }
+            if result.is_ok() {
+                for p in plan {
+                    if let Some(rec) = p.rec {
+                        self.hot.replace(p.h, None, Some(rec));
+                    }
+                }
+            }
             unlock_all(&leaves);
             result?;
-            for rec in old_recs {
+            for (_, rec) in old_recs {
                 let _ = self.heap.retire(rec);
             }
             // Leaves the commit left nearly empty merge into their
