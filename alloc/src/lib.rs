@@ -46,7 +46,7 @@ mod sync;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use atomics::zeroed_atomic_u64s;
+pub use atomics::ZeroedWords;
 pub use error::{BoundsError, DrainError, OpenError};
 pub use heap::api::{ClassStats, Heap, HeapStats};
 pub use heap::cache::Guard;

@@ -54,7 +54,7 @@ pub(crate) enum Probe {
 
 /// The point cache (see the module docs).
 pub(crate) struct Hot {
-    words: Box<[AtomicU64]>,
+    words: Words,
     /// Index of bucket 0's stamp word (the first one on a 64-byte line).
     base: usize,
     /// log2 of the bucket count (0 buckets: `words` is empty).
@@ -68,12 +68,22 @@ impl std::fmt::Debug for Hot {
 }
 
 #[cfg(not(loom))]
-fn zeroed(n: usize) -> Box<[AtomicU64]> {
-    daxkv_alloc::zeroed_atomic_u64s(n)
+type Words = daxkv_alloc::ZeroedWords;
+
+/// The table's words, or none if they cannot be had (the cache is off).
+#[cfg(not(loom))]
+fn zeroed(n: usize) -> Words {
+    Words::new(n).unwrap_or_else(|e| {
+        log::warn!("point cache of {n} words not mapped ({e}): running without it");
+        Words::new(0).expect("an empty table maps nothing")
+    })
 }
 
 #[cfg(loom)]
-fn zeroed(n: usize) -> Box<[AtomicU64]> {
+type Words = Box<[AtomicU64]>;
+
+#[cfg(loom)]
+fn zeroed(n: usize) -> Words {
     (0..n).map(|_| AtomicU64::new(0)).collect()
 }
 
@@ -84,12 +94,15 @@ impl Hot {
     pub(crate) fn new(bytes: u64) -> Hot {
         let buckets = bytes / 64;
         if buckets == 0 {
-            return Hot { words: Box::new([]), base: 0, bits: 0 };
+            return Hot { words: zeroed(0), base: 0, bits: 0 };
         }
         let bits = 63 - buckets.leading_zeros();
         let n = (1usize << bits) * LINE_WORDS;
         // One line of slack so bucket 0 can start on a line boundary.
         let words = zeroed(n + LINE_WORDS);
+        if words.is_empty() {
+            return Hot { words, base: 0, bits: 0 };
+        }
         let misalign = (words.as_ptr() as usize / 8) % LINE_WORDS;
         let base = (LINE_WORDS - misalign) % LINE_WORDS;
         Hot { words, base, bits }
