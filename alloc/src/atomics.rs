@@ -2,6 +2,7 @@
 //! point cache), mapped without touching their pages.
 
 use memmap2::{MmapMut, MmapOptions};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 /// `len` atomic words, all zero, in a private anonymous mapping of their
@@ -11,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 /// freed heap memory and have to clear all of it first.) Page-aligned, so
 /// every 64-byte group of words is one cache line.
 pub struct ZeroedWords {
-    map: Option<MmapMut>,
+    map: Option<Arc<MmapMut>>,
     len: usize,
 }
 
@@ -22,9 +23,52 @@ impl ZeroedWords {
             None
         } else {
             let bytes = len.checked_mul(8).ok_or_else(|| std::io::Error::other("table size overflows"))?;
-            Some(MmapOptions::new().len(bytes).map_anon()?)
+            Some(Arc::new(MmapOptions::new().len(bytes).map_anon()?))
         };
         Ok(ZeroedWords { map, len })
+    }
+
+    /// Fault the table's pages in from a background thread, 2 MiB at a
+    /// time, so that its users do not take the page faults (and the
+    /// kernel's zeroing) one by one on first touch. The thread keeps the
+    /// mapping alive and stops early once the table is dropped. Contents
+    /// are not changed: a page already written keeps what it holds.
+    pub fn populate_in_background(&self) {
+        let Some(m) = &self.map else { return };
+        let m = Arc::clone(m);
+        let spawned = std::thread::Builder::new().name("daxkv-populate".into()).spawn(move || {
+            const CHUNK: usize = 2 << 20;
+            let (base, len) = (m.as_ptr() as usize, m.len());
+            let mut off = 0;
+            while off < len && Arc::strong_count(&m) > 1 {
+                let n = CHUNK.min(len - off);
+                // SAFETY: [base + off, base + off + n) lies inside the
+                // mapping, which `m` keeps mapped until this thread ends;
+                // MADV_POPULATE_WRITE only faults pages in (a page not yet
+                // touched becomes a zeroed page, as a first write would
+                // make it) and never changes what a page holds, so it is
+                // sound while other threads use the words atomically.
+                let rc = unsafe { libc::madvise((base + off) as *mut libc::c_void, n, libc::MADV_POPULATE_WRITE) };
+                if rc != 0 {
+                    break;
+                }
+                off += n;
+            }
+        });
+        if let Err(e) = spawned {
+            log::debug!("table pages not populated in the background: {e}");
+        }
+    }
+
+    /// Whether every page of the table is resident (for tests).
+    pub fn resident(&self) -> bool {
+        let Some(m) = &self.map else { return true };
+        let pages = m.len().div_ceil(4096);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: mincore reads the mapping's page table state into `vec`,
+        // which has one byte per 4 KiB page of the page-aligned range.
+        let rc = unsafe { libc::mincore(m.as_ptr() as *mut libc::c_void, m.len(), vec.as_mut_ptr()) };
+        rc == 0 && vec.iter().all(|b| b & 1 == 1)
     }
 }
 
@@ -55,6 +99,21 @@ impl std::fmt::Debug for ZeroedWords {
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
+
+    #[test]
+    fn background_population_makes_every_page_resident_and_keeps_contents() {
+        let a = ZeroedWords::new(3 << 20).unwrap();
+        assert!(!a.resident());
+        a[12345].store(77, Ordering::Relaxed);
+        a.populate_in_background();
+        let t = std::time::Instant::now();
+        while !a.resident() {
+            assert!(t.elapsed().as_secs() < 60, "pages never became resident");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(a[12345].load(Ordering::Relaxed), 77);
+        assert!(a.iter().enumerate().all(|(i, w)| i == 12345 || w.load(Ordering::Relaxed) == 0));
+    }
 
     #[test]
     fn words_start_zero_aligned_and_hold_stores() {

@@ -71,12 +71,18 @@ impl std::fmt::Debug for Hot {
 type Words = daxkv_alloc::ZeroedWords;
 
 /// The table's words, or none if they cannot be had (the cache is off).
+/// A large table's pages are faulted in by a background thread, so that
+/// the first writes and gets after open do not each take a page fault.
 #[cfg(not(loom))]
 fn zeroed(n: usize) -> Words {
-    Words::new(n).unwrap_or_else(|e| {
+    let words = Words::new(n).unwrap_or_else(|e| {
         log::warn!("point cache of {n} words not mapped ({e}): running without it");
         Words::new(0).expect("an empty table maps nothing")
-    })
+    });
+    if n * 8 >= 4 << 20 {
+        words.populate_in_background();
+    }
+    words
 }
 
 #[cfg(loom)]

@@ -151,6 +151,8 @@ impl Store {
             };
             let vlen = v.map_or(0, |v| v.len());
             let h = leaf::key_hash(k);
+            // The point cache's line, which the commit updates at its end.
+            self.hot.prefetch(h);
             plan.push(Planned { h, fp: leaf::fingerprint_of(h), key: k, rec, vlen });
         }
         for (p, &(_, v)) in plan.iter().zip(writes) {
