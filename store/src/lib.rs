@@ -5,7 +5,9 @@
 //! and values (0 .. 64 MiB) whose leaves and records live in the pool, over
 //! a redo log (`daxkv-log`) and a persistent allocator and flush layer
 //! (`daxkv-alloc`). Every write that returns `Ok` is durable under the
-//! pool's persistence backend (see [`Persistence`]).
+//! pool's persistence backend (see [`Persistence`]). Gets look in a
+//! volatile point cache (key hash → record; [`Options::point_cache`])
+//! before the tree; it is rebuilt by use after every open.
 //!
 //! ```
 //! use daxkv::{Options, Store};
