@@ -42,12 +42,12 @@ impl ZeroedWords {
             let mut off = 0;
             while off < len && Arc::strong_count(&m) > 1 {
                 let n = CHUNK.min(len - off);
+                // MADV_POPULATE_WRITE only faults pages in: a page not yet
+                // touched becomes a zeroed page, as a first write would make
+                // it, and no page's contents change.
                 // SAFETY: [base + off, base + off + n) lies inside the
-                // mapping, which `m` keeps mapped until this thread ends;
-                // MADV_POPULATE_WRITE only faults pages in (a page not yet
-                // touched becomes a zeroed page, as a first write would
-                // make it) and never changes what a page holds, so it is
-                // sound while other threads use the words atomically.
+                // mapping `m` keeps mapped; see above for why other threads
+                // may use the words meanwhile.
                 let rc = unsafe { libc::madvise((base + off) as *mut libc::c_void, n, libc::MADV_POPULATE_WRITE) };
                 if rc != 0 {
                     break;
@@ -78,12 +78,11 @@ impl std::ops::Deref for ZeroedWords {
     fn deref(&self) -> &[AtomicU64] {
         match &self.map {
             None => &[],
-            // SAFETY: the mapping is `len * 8` bytes, page-aligned (more
-            // than `AtomicU64`'s alignment of 8), zero-filled by the kernel
-            // (all zeros is a valid `AtomicU64`), and lives as long as
-            // `self`, which the returned slice borrows. It is never
-            // accessed other than through this shared slice of atomics, so
-            // the mutations through it are atomic operations only.
+            // The mapping is `len * 8` bytes, page-aligned (more than the
+            // 8 `AtomicU64` needs) and zero-filled by the kernel; it is only
+            // ever accessed through this shared slice of atomics.
+            // SAFETY: valid, aligned, initialized (zero is a valid
+            // `AtomicU64`) memory that lives as long as the borrow of `self`.
             Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().cast::<AtomicU64>(), self.len) },
         }
     }

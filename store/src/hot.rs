@@ -4,9 +4,9 @@
 //! its fingerprints and a slot, and then the record.
 //!
 //! It holds no data of its own and is never persisted: it is empty at every
-//! open, gets fill it, and an entry may be dropped at any time. A bucket is
-//! one cache line: a stamp word (bit 0: locked; the rest counts changes)
-//! and [`WAYS`] entries, each `tag << 48 | record offset` (0: empty). A hit
+//! open, writes and gets fill it, and an entry may be dropped at any time.
+//! A bucket is one cache line: a stamp word (bit 0: locked; the rest counts
+//! changes) and [`WAYS`] entries, each `tag << 48 | record offset` (0: empty). A hit
 //! is an entry with the key's tag whose record holds the key.
 //!
 //! What makes a hit correct is one invariant: *an entry for key K names K's
@@ -98,12 +98,12 @@ impl Hot {
     /// of 64-byte buckets); below one bucket it is off and every lookup
     /// misses.
     pub(crate) fn new(bytes: u64) -> Hot {
-        let buckets = bytes / 64;
+        let buckets = Hot::buckets_for(bytes);
         if buckets == 0 {
             return Hot { words: zeroed(0), base: 0, bits: 0 };
         }
-        let bits = 63 - buckets.leading_zeros();
-        let n = (1usize << bits) * LINE_WORDS;
+        let bits = buckets.trailing_zeros();
+        let n = buckets * LINE_WORDS;
         // One line of slack so bucket 0 can start on a line boundary.
         let words = zeroed(n + LINE_WORDS);
         if words.is_empty() {
@@ -112,6 +112,12 @@ impl Hot {
         let misalign = (words.as_ptr() as usize / 8) % LINE_WORDS;
         let base = (LINE_WORDS - misalign) % LINE_WORDS;
         Hot { words, base, bits }
+    }
+
+    /// The bucket count of a cache of at most `bytes` (see [`Hot::new`]).
+    pub(crate) fn buckets_for(bytes: u64) -> usize {
+        let lines = bytes / 64;
+        if lines == 0 { 0 } else { 1 << (63 - lines.leading_zeros()) }
     }
 
     /// A cache that caches nothing.

@@ -53,9 +53,9 @@ impl Options {
     /// DRAM for the point cache, in bytes (default: 1/32 of the pool size;
     /// 0 turns it off). The cache maps a key's hash to its record, so a
     /// get it answers reads one DRAM line and the record instead of walking
-    /// the index and the leaf. It is volatile, filled by gets, and costs
-    /// 8 bytes per cached key (64-byte buckets of 7); pages it never
-    /// touches take no memory.
+    /// the index and the leaf. It is volatile, filled by writes and gets,
+    /// and costs 8 bytes per cached key (64-byte buckets of 7); pages it
+    /// never touches take no memory.
     pub fn point_cache(mut self, bytes: u64) -> Options {
         self.point_cache = Some(bytes);
         self

@@ -181,13 +181,16 @@ impl Store {
         }
         let mut s = Self::format(region, path, log_len)?;
         s.log.set_group_commit(opts.group_commit);
-        s.size_point_cache(opts);
+        s.size_point_cache(opts.point_cache);
         Ok(s)
     }
 
-    /// Replace the default point cache by one of the size `opts` asks for.
-    fn size_point_cache(&mut self, opts: &Options) {
-        if let Some(bytes) = opts.point_cache {
+    /// Give the store its point cache: `bytes` of it, or by default 1/32 of
+    /// the pool. (Stores are assembled without one; a store `open` made
+    /// through `create` already has the right one and keeps it.)
+    fn size_point_cache(&mut self, bytes: Option<u64>) {
+        let bytes = bytes.unwrap_or(self.region.len() / 32);
+        if self.hot.buckets() != Hot::buckets_for(bytes) {
             self.hot = Hot::new(bytes);
         }
     }
@@ -205,7 +208,9 @@ impl Store {
         if HEADER_BYTES + log_len + (512 << 10) > region.len() {
             return Err(PoolError::Options(format!("log of {log_len} bytes leaves no heap")));
         }
-        Self::format(region, Path::new("<memory>"), log_len)
+        let mut s = Self::format(region, Path::new("<memory>"), log_len)?;
+        s.size_point_cache(None);
+        Ok(s)
     }
 
     /// Open a store in an already mapped region (see [`Store::create_on`]):
@@ -214,7 +219,9 @@ impl Store {
         if region.len() < HEADER_BYTES {
             return Err(PoolError::NotAPool { path: "<memory>".into(), found: Vec::new() });
         }
-        recovery::open(region, Path::new("<memory>"))
+        let mut s = recovery::open(region, Path::new("<memory>"))?;
+        s.size_point_cache(None);
+        Ok(s)
     }
 
     /// The region the store lives in.
@@ -265,7 +272,6 @@ impl Store {
         opened_clean: bool,
         path: &Path,
     ) -> Store {
-        let pool_len = region.len();
         Store {
             region,
             heap,
@@ -275,7 +281,7 @@ impl Store {
             head: sb.head_leaf,
             recoveries: AtomicU64::new(sb.recoveries),
             merges: AtomicU64::new(0),
-            hot: Hot::new(pool_len / 32),
+            hot: Hot::off(),
             sb: parking_lot::Mutex::new(sb),
             keys: AtomicI64::new(keys as i64),
             bytes: AtomicI64::new(bytes as i64),
@@ -293,7 +299,7 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<Store, PoolError> {
         let mut s = Self::open_inner(path.as_ref(), opts)?;
         s.log.set_group_commit(opts.group_commit);
-        s.size_point_cache(opts);
+        s.size_point_cache(opts.point_cache);
         Ok(s)
     }
 
