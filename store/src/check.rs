@@ -52,6 +52,9 @@ impl Store {
                     rep.problems.push(format!("leaf {cur} slot {i}: record {rec} out of bounds"));
                     continue;
                 };
+                if leaf::record_intact(r, rec).is_none() {
+                    rep.problems.push(format!("leaf {cur} slot {i}: record {rec} fails its checksum"));
+                }
                 let key = leaf::record_key(r, rec).to_vec();
                 if fps[i] != leaf::fingerprint(&key) {
                     rep.problems.push(format!("leaf {cur} slot {i}: fingerprint does not match its key"));

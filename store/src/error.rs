@@ -128,6 +128,7 @@ impl From<AllocError> for Error {
     fn from(e: AllocError) -> Self {
         match e {
             AllocError::PoolFull { .. } => Error::PoolFull(e),
+            AllocError::Drain(why) => Error::Drain(DrainError(std::io::Error::other(why))),
             other => Error::Corrupt { offset: 0, why: other.to_string() },
         }
     }

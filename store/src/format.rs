@@ -24,7 +24,7 @@ use daxkv_alloc::Region;
 use std::path::Path;
 
 pub(crate) const MAGIC: [u8; 8] = *b"DAXKVSB1";
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 pub(crate) const SB_LEN: usize = 256;
 pub(crate) const SB_OFFSETS: [u64; 2] = [0, 4096];
 /// Bytes before the log area.

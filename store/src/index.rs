@@ -23,6 +23,9 @@ pub(crate) struct LeafRef {
     /// The leaf's separator: the lowest key routed to it (never changes).
     pub sep: Arc<[u8]>,
     version: AtomicU64,
+    /// Free slots known to be zero on media with their bitmap bit clear
+    /// there too (see `Store::put_locked`). Changed only under the lock.
+    safe: AtomicU64,
     dead: AtomicBool,
     /// The leaf's keys in order as the last scan saw them (see `view`).
     #[cfg(not(loom))]
@@ -39,12 +42,30 @@ impl LeafRef {
             off,
             sep,
             version: AtomicU64::new(0),
+            safe: AtomicU64::new(0),
             dead: AtomicBool::new(false),
             #[cfg(not(loom))]
             view: arc_swap::ArcSwapOption::empty(),
             #[cfg(not(loom))]
             scanned: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Slots that an insert may fill and publish with a single drain:
+    /// free, zero on media and clear in the bitmap on media. The caller
+    /// holds the lock.
+    #[inline]
+    pub(crate) fn safe(&self) -> u64 {
+        self.safe.load(Ordering::Relaxed)
+    }
+
+    /// Replace the set of safe slots (the caller holds the lock, or the
+    /// leaf is not reachable yet). Whoever writes a slot other than
+    /// through a single-drain insert sets this to what is still true,
+    /// usually `0`.
+    #[inline]
+    pub(crate) fn set_safe(&self, slots: u64) {
+        self.safe.store(slots, Ordering::Relaxed);
     }
 
     /// Whether a scan read the leaf at version `v` (and did not cache it).

@@ -9,8 +9,12 @@
 //!  80  slots: 64 × u64, region offsets of records
 //! ```
 //!
-//! Slots are unsorted. A record is `klen u32, vlen u32, key, value`,
-//! written whole and made durable before any slot points to it.
+//! Slots are unsorted. A record is `klen u32, vlen u32, crc u32, key,
+//! value`. The checksum ([`record_crc`]) lets recovery tell a record that
+//! reached media whole from one whose insert was cut short: an insert into
+//! a slot known to be durably zero publishes its bitmap bit in the same
+//! drain as the record (see `Store::put_locked`), so after a crash a live
+//! bit may name a zero slot or a torn record, and recovery drops it.
 
 pub(crate) use crate::index::key_prefix_at;
 use daxkv_alloc::Region;
@@ -21,7 +25,7 @@ const BITMAP: u64 = 0;
 const NEXT: u64 = 8;
 const FP: u64 = 16;
 const SLOT: u64 = 80;
-pub(crate) const REC_HEADER: u64 = 8;
+pub(crate) const REC_HEADER: u64 = 12;
 
 /// A key's 32-bit hash: its top byte is the leaf fingerprint
 /// ([`fingerprint_of`]), the rest places it in the point cache.
@@ -62,8 +66,22 @@ pub(crate) fn next(r: &Region, leaf: u64) -> u64 {
     r.load_u64(leaf + NEXT)
 }
 
+/// Flag in a slot word (records are 16-byte aligned, so bit 0 is free):
+/// a one-drain insert published the record, so after a crash it may be
+/// torn and recovery checks its checksum. Writing another slot of the same
+/// cache line clears it (by then the record is durable), so recovery has
+/// few records to check.
+pub(crate) const UNVERIFIED: u64 = 1;
+
+/// Slot `i`'s record offset.
 #[inline]
 pub(crate) fn slot(r: &Region, leaf: u64, i: usize) -> u64 {
+    r.load_u64(slot_off(leaf, i)) & !UNVERIFIED
+}
+
+/// Slot `i`'s word as stored: the offset and the [`UNVERIFIED`] flag.
+#[inline]
+pub(crate) fn slot_word(r: &Region, leaf: u64, i: usize) -> u64 {
     r.load_u64(slot_off(leaf, i))
 }
 
@@ -129,6 +147,54 @@ pub(crate) fn write_slot(r: &Region, leaf: u64, i: usize, rec: u64, fp: u8) {
     let s = leaf + SLOT + 8 * i as u64;
     r.store_u64(s, rec);
     r.flush(s, 8);
+    set_fingerprint(r, leaf, i, fp);
+}
+
+/// Point slot `i` at `rec`, flagged [`UNVERIFIED`], with fingerprint
+/// `fp`, and flush both (no drain): the one-drain insert. The other slots
+/// of the same cache line lose their flag on the way (their inserts
+/// drained before this one started).
+pub(crate) fn write_slot_unverified(r: &Region, leaf: u64, i: usize, rec: u64, fp: u8) {
+    let s = slot_off(leaf, i);
+    let (start, line) = (leaf + SLOT, s & !63);
+    let first = (line.max(start) - start) / 8;
+    let end = ((line + 64 - start) / 8).min(SLOTS as u64);
+    for k in first..end {
+        let o = start + 8 * k;
+        let w = r.load_u64(o);
+        if o != s && w & UNVERIFIED != 0 {
+            r.store_u64(o, w & !UNVERIFIED);
+        }
+    }
+    r.store_u64(s, rec | UNVERIFIED);
+    r.flush(s, 8);
+    set_fingerprint(r, leaf, i, fp);
+}
+
+/// Zero the slots in `mask` that are not zero already and flush the lines
+/// written (no drain). Used on free slots only: their bitmap bits are
+/// clear, so no reader or recovery follows them.
+pub(crate) fn zero_slots(r: &Region, leaf: u64, mask: u64) {
+    // The last slot written, flushed once its line is done.
+    let mut open: Option<u64> = None;
+    for i in live(mask) {
+        let s = slot_off(leaf, i);
+        if r.load_u64(s) == 0 {
+            continue;
+        }
+        r.store_u64(s, 0);
+        if let Some(o) = open.filter(|&o| o & !63 != s & !63) {
+            r.flush(o, 8);
+        }
+        open = Some(s);
+    }
+    if let Some(o) = open {
+        r.flush(o, 8);
+    }
+}
+
+/// Set slot `i`'s fingerprint byte and flush it (no drain).
+pub(crate) fn set_fingerprint(r: &Region, leaf: u64, i: usize, fp: u8) {
     let w = leaf + FP + 8 * (i as u64 / 8);
     let mut bytes = r.load_u64(w).to_le_bytes();
     bytes[i % 8] = fp;
@@ -163,14 +229,36 @@ pub(crate) fn init(r: &Region, leaf: u64, entries: &[(u64, u8)], next: u64) {
     r.copy_nodrain(leaf, &b);
 }
 
+/// A record's checksum: CRC-32C over the key, the value and the two
+/// lengths (as stored), continuing from the key's hash `h` (which is the
+/// CRC-32C of the key: [`key_hash`]), so a put hashes its key once.
+#[inline]
+pub(crate) fn record_crc(h: u32, klen: usize, value: &[u8]) -> u32 {
+    let mut lens = [0u8; 8];
+    lens[0..4].copy_from_slice(&(klen as u32).to_le_bytes());
+    lens[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c_append(h, value), &lens)
+}
+
+/// Whether the record at `rec` is whole: its lengths are in bounds and its
+/// checksum matches its bytes. Returns the key's hash as well (recovery
+/// checks the slot's fingerprint with it).
+pub(crate) fn record_intact(r: &Region, rec: u64) -> Option<(usize, usize, u32)> {
+    let (k, v) = record_lens(r, rec)?;
+    let h = key_hash(r.bytes(rec + REC_HEADER, k));
+    let stored = u32::from_le_bytes(r.bytes(rec + 8, 4).try_into().ok()?);
+    (record_crc(h, k, r.bytes(rec + REC_HEADER + k as u64, v)) == stored).then_some((k, v, h))
+}
+
 /// Record size for a key and value.
 pub(crate) fn record_len(key: &[u8], value: &[u8]) -> usize {
     REC_HEADER as usize + key.len() + value.len()
 }
 
-/// Write a record at `rec` (allocated with `record_len`); durable after the
-/// caller's drain.
-pub(crate) fn write_record(r: &Region, rec: u64, key: &[u8], value: &[u8]) {
+/// Write a record at `rec` (allocated with `record_len`) for `key` (hash
+/// `h`, from [`key_hash`]); durable after the caller's drain.
+pub(crate) fn write_record(r: &Region, rec: u64, key: &[u8], h: u32, value: &[u8]) {
+    let crc = record_crc(h, key.len(), value).to_le_bytes();
     // Small records (most) are assembled on the stack: no allocation per put.
     const SMALL: usize = 256;
     let len = REC_HEADER as usize + key.len() + value.len();
@@ -178,8 +266,10 @@ pub(crate) fn write_record(r: &Region, rec: u64, key: &[u8], value: &[u8]) {
         let mut b = [0u8; SMALL];
         b[0..4].copy_from_slice(&(key.len() as u32).to_le_bytes());
         b[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
-        b[8..8 + key.len()].copy_from_slice(key);
-        b[8 + key.len()..len].copy_from_slice(value);
+        b[8..12].copy_from_slice(&crc);
+        let k = REC_HEADER as usize;
+        b[k..k + key.len()].copy_from_slice(key);
+        b[k + key.len()..len].copy_from_slice(value);
         let lines = len.next_multiple_of(64);
         if rec.is_multiple_of(64) && lines as u64 <= daxkv_alloc::block_size_for(len) {
             r.copy_lines_nodrain(rec, &b[..lines]);
@@ -191,6 +281,7 @@ pub(crate) fn write_record(r: &Region, rec: u64, key: &[u8], value: &[u8]) {
     let mut head = Vec::with_capacity(REC_HEADER as usize + key.len() + value.len().min(4096));
     head.extend_from_slice(&(key.len() as u32).to_le_bytes());
     head.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    head.extend_from_slice(&crc);
     head.extend_from_slice(key);
     if value.len() <= 4096 {
         head.extend_from_slice(value);

@@ -88,13 +88,16 @@ pub(crate) fn open(region: Arc<Region>, path: &Path) -> Result<Store, PoolError>
     sb.snapshot_len = 0;
     sb.write(&region)?;
     log::info!(
-        "{}: recovered after a crash: {} log entries replayed, {} keys; {}",
+        "{}: recovered after a crash: {} log entries replayed, {} keys, {} unfinished inserts dropped; {}",
         path.display(),
         entries.len(),
         walk.keys,
+        walk.dropped,
         region.persist_info()
     );
-    Ok(Store::assemble(region, heap, log, index, sb, walk.keys, walk.bytes, false, path))
+    let mut store = Store::assemble(region, heap, log, index, sb, walk.keys, walk.bytes, false, path);
+    store.dropped_at_recovery = walk.dropped;
+    Ok(store)
 }
 
 struct Walk {
@@ -102,6 +105,8 @@ struct Walk {
     reachable: Vec<u64>,
     keys: u64,
     bytes: u64,
+    /// Live slots whose record was not whole (inserts cut short).
+    dropped: u64,
 }
 
 fn in_heap(sb: &Superblock, off: u64, len: u64) -> bool {
@@ -111,7 +116,9 @@ fn in_heap(sb: &Superblock, off: u64, len: u64) -> bool {
 /// Follow the leaf chain from the head; unlink empty leaves (other than
 /// the head) on the way.
 fn walk(r: &Region, sb: &Superblock) -> Result<Walk, PoolError> {
-    let mut w = Walk { leaves: Vec::new(), reachable: Vec::new(), keys: 0, bytes: 0 };
+    let mut w = Walk { leaves: Vec::new(), reachable: Vec::new(), keys: 0, bytes: 0, dropped: 0 };
+    // Whether a bitmap or fingerprint was repaired (drained once, at the end).
+    let mut dirty = false;
     let mut seen = HashSet::new();
     let mut prev: Option<u64> = None;
     let mut cur = sb.head_leaf;
@@ -124,12 +131,15 @@ fn walk(r: &Region, sb: &Superblock) -> Result<Walk, PoolError> {
         }
         let bits = leaf::bitmap(r, cur);
         let next = leaf::next(r, cur);
-        if bits == 0 && cur != sb.head_leaf {
-            // An empty leaf left by an unlink that did not happen: unlink now.
-            let p = prev.expect("not the head");
-            leaf::publish_next(r, p, next);
+        // Unlink an empty leaf (not the head) from its predecessor.
+        let unlink = |prev: Option<u64>| -> Result<u64, PoolError> {
+            leaf::publish_next(r, prev.expect("not the head"), next);
             r.drain()?;
-            cur = next;
+            Ok(next)
+        };
+        if bits == 0 && cur != sb.head_leaf {
+            // Left by an unlink that did not happen.
+            cur = unlink(prev)?;
             continue;
         }
         // Start this leaf's record misses and the next leaf's at once:
@@ -142,11 +152,46 @@ fn walk(r: &Region, sb: &Superblock) -> Result<Walk, PoolError> {
             leaf::prefetch_record(r, leaf::slot(r, cur, i));
         }
         let mut min: Option<&[u8]> = None;
+        let mut kept = bits;
+        let fps = leaf::fingerprints(r, cur);
         for i in leaf::live(bits) {
-            let rec = leaf::slot(r, cur, i);
-            let (k, v) = leaf::record_lens(r, rec)
-                .filter(|&(k, v)| in_heap(sb, rec, leaf::REC_HEADER + (k + v) as u64) && k > 0)
-                .ok_or_else(|| corrupt(rec, format!("record in slot {i} of leaf {cur} is out of bounds")))?;
+            let word = leaf::slot_word(r, cur, i);
+            let rec = word & !leaf::UNVERIFIED;
+            if rec == 0 {
+                // A one-drain insert whose bitmap reached media before its
+                // slot did (see `Store::put_locked`): never acknowledged.
+                kept &= !(1 << i);
+                w.dropped += 1;
+                continue;
+            }
+            if !in_heap(sb, rec, leaf::REC_HEADER) {
+                return Err(corrupt(
+                    leaf::slot_off(cur, i),
+                    format!("record in slot {i} of leaf {cur} is out of bounds"),
+                ));
+            }
+            let lens = leaf::record_lens(r, rec)
+                .filter(|&(k, v)| in_heap(sb, rec, leaf::REC_HEADER + (k + v) as u64) && k > 0);
+            let (k, v) = if word & leaf::UNVERIFIED != 0 {
+                // Published by a one-drain insert: a record that is not
+                // whole is one cut short (its lengths may be anything, so
+                // they are checked first), never acknowledged.
+                let Some((k, v, h)) = lens.and_then(|_| leaf::record_intact(r, rec)) else {
+                    kept &= !(1 << i);
+                    w.dropped += 1;
+                    continue;
+                };
+                // Its fingerprint byte may not have reached media either.
+                if fps[i] != leaf::fingerprint_of(h) {
+                    leaf::set_fingerprint(r, cur, i, leaf::fingerprint_of(h));
+                    dirty = true;
+                }
+                (k, v)
+            } else {
+                // Durable before its slot was published (or before its
+                // flag was cleared): it must be sound.
+                lens.ok_or_else(|| corrupt(rec, format!("record in slot {i} of leaf {cur} is out of bounds")))?
+            };
             let key = leaf::record_key(r, rec);
             if min.is_none_or(|m| key < m) {
                 min = Some(key);
@@ -155,11 +200,23 @@ fn walk(r: &Region, sb: &Superblock) -> Result<Walk, PoolError> {
             w.keys += 1;
             w.bytes += (k + v) as u64;
         }
+        if kept != bits {
+            leaf::publish_bitmap(r, cur, kept);
+            dirty = true;
+            if kept == 0 && cur != sb.head_leaf {
+                // Emptied by the repair.
+                cur = unlink(prev)?;
+                continue;
+            }
+        }
         let sep: Arc<[u8]> = if cur == sb.head_leaf { Arc::from(&b""[..]) } else { Arc::from(min.unwrap_or(b"")) };
         w.leaves.push(LeafRef::new(cur, sep));
         w.reachable.push(cur);
         prev = Some(cur);
         cur = next;
+    }
+    if dirty {
+        r.drain()?;
     }
     for pair in w.leaves.windows(2) {
         if pair[1].sep <= pair[0].sep {

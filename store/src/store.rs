@@ -36,6 +36,8 @@ pub struct Store {
     pub(crate) recoveries: AtomicU64,
     /// Leaves merged away (emptied or under-full) since open.
     pub(crate) merges: AtomicU64,
+    /// Unfinished inserts the crash recovery at open dropped.
+    pub(crate) dropped_at_recovery: u64,
     /// Key hash → current record, for gets (see `hot`).
     pub(crate) hot: Hot,
     pub(crate) opened_clean: bool,
@@ -105,6 +107,11 @@ pub struct Stats {
     /// Leaves removed from the tree since open: emptied ones unlinked and
     /// under-full ones merged into their predecessor.
     pub merges: u64,
+    /// Inserts that a crash cut short and the recovery at this open
+    /// dropped: live bitmap bits whose slot was still zero or whose record
+    /// failed its checksum. Such an insert was never acknowledged (its
+    /// drain had not returned); see `docs/format.md`.
+    pub dropped_at_recovery: u64,
     /// DRAM reserved for the point cache (see [`Options::point_cache`];
     /// pages it has not touched take no memory).
     pub point_cache_bytes: u64,
@@ -281,6 +288,7 @@ impl Store {
             head: sb.head_leaf,
             recoveries: AtomicU64::new(sb.recoveries),
             merges: AtomicU64::new(0),
+            dropped_at_recovery: 0,
             hot: Hot::off(),
             sb: parking_lot::Mutex::new(sb),
             keys: AtomicI64::new(keys as i64),
@@ -468,7 +476,7 @@ impl Store {
             }
         }
         for &at in &slots {
-            leaf::prefetch_record(r, r.load_u64(at));
+            leaf::prefetch_record(r, r.load_u64(at) & !leaf::UNVERIFIED);
         }
     }
 
@@ -524,10 +532,12 @@ impl Store {
     }
 
     /// Allocate and write a record (durable at the next drain).
-    pub(crate) fn new_record(&self, key: &[u8], value: &[u8]) -> Result<u64> {
-        let rec = self.heap.alloc(leaf::record_len(key, value))?;
-        leaf::write_record(&self.region, rec, key, value);
-        Ok(rec)
+    /// Also returns whether the block was untouched (zero on media, see
+    /// `Heap::alloc_untouched`), which a one-drain insert needs.
+    pub(crate) fn new_record(&self, key: &[u8], h: u32, value: &[u8]) -> Result<(u64, bool)> {
+        let (rec, untouched) = self.heap.alloc_untouched(leaf::record_len(key, value))?;
+        leaf::write_record(&self.region, rec, key, h, value);
+        Ok((rec, untouched))
     }
 
     /// Store `value` under `key`. Durable when it returns.
@@ -551,20 +561,33 @@ impl Store {
     /// `leaf`; unlocks it (also on error) and frees the record if it was
     /// not published.
     fn write_and_put_locked(&self, leaf: Arc<LeafRef>, key: &[u8], value: &[u8], h: u32) -> Result<()> {
-        let rec = match self.new_record(key, value) {
-            Ok(rec) => rec,
+        let (rec, untouched) = match self.new_record(key, h, value) {
+            Ok(r) => r,
             Err(e) => {
                 leaf.unlock();
                 return Err(e);
             }
         };
-        self.put_locked(leaf, key, value.len(), rec, h)
+        self.put_locked(leaf, key, value.len(), rec, untouched, h)
     }
 
     /// Insert or replace with the record `rec` (key hash `h`) in the locked
     /// `leaf`; unlocks it (also on error). Frees `rec` if it fails before
-    /// publishing it.
-    pub(crate) fn put_locked(&self, mut leaf: Arc<LeafRef>, key: &[u8], vlen: usize, rec: u64, h: u32) -> Result<()> {
+    /// publishing it. `untouched`: `rec`'s block was zero on media before
+    /// the record was written (`Heap::alloc_untouched`).
+    ///
+    /// A new key whose record is in an untouched block, going into a slot
+    /// that is zero on media ([`LeafRef::safe`]), is published in one
+    /// drain; anything else takes two (record and slot, then bitmap).
+    pub(crate) fn put_locked(
+        &self,
+        mut leaf: Arc<LeafRef>,
+        key: &[u8],
+        vlen: usize,
+        rec: u64,
+        untouched: bool,
+        h: u32,
+    ) -> Result<()> {
         let r = &*self.region;
         let fp = leaf::fingerprint_of(h);
         let unpublished = |leaf: &LeafRef, e: Error| {
@@ -584,19 +607,46 @@ impl Store {
                 continue;
             }
             let old = self.find(leaf.off, key, fp);
-            let j = (!bits).trailing_zeros() as usize;
-            leaf::write_slot(r, leaf.off, j, rec, fp);
-            if let Err(e) = r.drain() {
-                return unpublished(&leaf, e.into());
-            }
-            let mut nb = bits | (1 << j);
-            if let Some(o) = &old {
-                nb &= !(1u64 << o.slot);
-            }
-            leaf::publish_bitmap(r, leaf.off, nb);
+            let safe = leaf.safe() & !bits;
+            let d = if old.is_none() && untouched && safe != 0 {
+                // A new key, its record in a block that was zero on media,
+                // into a slot that is zero on media: record, slot and
+                // bitmap bit become durable in one drain. Should the bit
+                // reach media and the rest not, recovery finds a zero slot
+                // or a record whose checksum fails (the lines that did not
+                // land are zeros, never an older record), and drops the
+                // bit; the put was not acknowledged. The slot is flagged
+                // so that recovery knows which records to check.
+                let j = safe.trailing_zeros() as usize;
+                leaf.set_safe(leaf.safe() & !(1 << j));
+                leaf::write_slot_unverified(r, leaf.off, j, rec, fp);
+                leaf::publish_bitmap(r, leaf.off, bits | (1 << j));
+                r.drain()
+            } else {
+                // Two drains: the slot (and, for a replacement, the record)
+                // durable before the bitmap names it, since the bitmap also
+                // drops the old slot, whose record must survive a torn
+                // replacement. Free slots that may hold stale offsets are
+                // zeroed in the same first drain, so that later inserts
+                // into them take the one-drain path.
+                let j = (!bits).trailing_zeros() as usize;
+                leaf::write_slot(r, leaf.off, j, rec, fp);
+                let zeroed = !bits & !leaf.safe() & !(1 << j);
+                leaf::zero_slots(r, leaf.off, zeroed);
+                if let Err(e) = r.drain() {
+                    leaf.set_safe(0);
+                    return unpublished(&leaf, e.into());
+                }
+                leaf.set_safe((leaf.safe() | zeroed) & !(1 << j));
+                let mut nb = bits | (1 << j);
+                if let Some(o) = &old {
+                    nb &= !(1u64 << o.slot);
+                }
+                leaf::publish_bitmap(r, leaf.off, nb);
+                r.drain()
+            };
             // Published: from here the record is the key's, even if the
             // drain fails (the pool is then unusable), so it is not freed.
-            let d = r.drain();
             // The cache must stop naming the old record before the leaf
             // unlocks, and may name the new one once it is durable.
             self.hot.replace(h, old.as_ref().map(|o| o.rec), d.is_ok().then_some(rec));
@@ -701,6 +751,8 @@ impl Store {
                 nb |= 1 << j;
                 leaf::write_slot(r, prev.off, j, leaf::slot(r, leaf.off, i), fps[i]);
             }
+            // Written slots are no longer zero, published or not.
+            prev.set_safe(prev.safe() & !nb);
             // Two words change (the predecessor's bitmap and next pointer),
             // so they go through the log, as for a split; the slots must be
             // durable before the entry that publishes them can be.
@@ -788,8 +840,12 @@ impl Store {
             leaf::publish_next(r, leaf.off, new_leaf);
             self.log.checkpoint(seq)?;
         }
-        self.index.insert(LeafRef::new(new_leaf, sep));
         debug_assert!(moved.len() <= SLOTS);
+        let fresh = LeafRef::new(new_leaf, sep);
+        // `init` wrote every slot past the moved ones as zero, and it is
+        // durable: the new leaf's free slots take one-drain inserts.
+        fresh.set_safe(u64::MAX.checked_shl(moved.len() as u32).unwrap_or(0));
+        self.index.insert(fresh);
         Ok(())
     }
 
@@ -841,6 +897,7 @@ impl Store {
             recoveries: self.recoveries.load(Ordering::Relaxed),
             opened_clean: self.opened_clean,
             merges: self.merges.load(Ordering::Relaxed),
+            dropped_at_recovery: self.dropped_at_recovery,
             point_cache_bytes: self.hot.bytes(),
         }
     }

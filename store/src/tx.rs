@@ -157,7 +157,7 @@ impl Store {
         }
         for (p, &(_, v)) in plan.iter().zip(writes) {
             if let (Some(rec), Some(v)) = (p.rec, v) {
-                leaf::write_record(&self.region, rec, p.key, v);
+                leaf::write_record(&self.region, rec, p.key, p.h, v);
             }
         }
         let res = self.commit_planned(&plan, reads);
@@ -279,6 +279,8 @@ impl Store {
                             dbytes += (p.key.len() + p.vlen) as i64;
                         }
                     }
+                    // Written slots are no longer zero, published or not.
+                    leaves[i].set_safe(leaves[i].safe() & !used);
                     continue;
                 }
                 // Overflow: the leaf's final contents, in key order.
@@ -333,6 +335,7 @@ impl Store {
                     };
                     nb |= 1 << j;
                 }
+                leaves[i].set_safe(leaves[i].safe() & !used);
                 newbits[i] = nb;
                 let mut next = leaf::next(r, off);
                 let chunks: Vec<&[Final]> = entries[keep..].chunks(FILL).collect();

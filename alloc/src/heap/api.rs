@@ -5,7 +5,7 @@ use super::classes::{CLASS_SIZES, MAX_SMALL, NCLASSES, PAGE, SLAB_BYTES, SLAB_PA
 use super::error::{AllocError, HeapError};
 use super::layout::{Layout, MAGIC, TAG_CONT, TAG_LARGE, TAG_NONE, TAG_SLAB, desc, desc_class, desc_count, desc_tag};
 use super::pages::PageRuns;
-use super::slab::{BlockRef, ClassPool};
+use super::slab::{BlockRef, ClassPool, UNTOUCHED_IDX};
 use crate::region::Region;
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -34,7 +34,14 @@ struct Shared {
     orphans: parking_lot::Mutex<Vec<(u64, u64)>>,
     epoch: Epoch,
     large_pages: AtomicU64,
+    /// Whether new slabs are zeroed, so that their blocks are handed out
+    /// as untouched (not on the volatile backend: no crash to survive).
+    zero_slabs: bool,
 }
+
+/// Tag on a cached block's offset (blocks are 16-byte aligned): the block
+/// is untouched (see [`Heap::alloc_untouched`]).
+const UNTOUCHED: u64 = 1;
 
 struct TlsEntry {
     id: u64,
@@ -98,13 +105,15 @@ pub struct HeapStats {
 /// Blocks are named by their region offset. Small requests (≤ 16 KiB) are
 /// served from 64 KiB slabs of one size class, larger ones from runs of
 /// 4 KiB pages. Allocation and free issue no flush and no drain except when
-/// a slab or extent is first handed out, when its page descriptors are
-/// written and flushed (not drained: the caller's drain before it publishes
-/// the block covers them).
+/// a slab or extent is first handed out: its page descriptors are written,
+/// flushed and drained before any of its blocks is returned (about one
+/// drain per 64 KiB of small blocks, one per large block).
 ///
 /// Caller's contract:
-/// - a block is published (made reachable from persistent data) only after
-///   a drain that follows its allocation;
+/// - a block may be published (made reachable from persistent data) as
+///   soon as `alloc` returns it: its descriptors are durable. Its
+///   *contents* are the caller's to make durable, or to make recognisable
+///   as torn (a checksum) if it publishes them in the same drain;
 /// - a block is freed only after every persistent reference to it is gone
 ///   durably; [`Heap::retire`] additionally waits for readers pinned with
 ///   [`Heap::pin`] to leave before the block can be handed out again.
@@ -135,18 +144,22 @@ impl Heap {
 
     fn new(region: Arc<Region>, layout: Layout) -> Heap {
         let info: PageInfo = (0..layout.pages).map(|_| AtomicU64::new(0)).collect();
+        let zero_slabs = region.persist_info().backend != crate::Backend::Volatile;
         Heap {
             sh: Arc::new(Shared {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                region,
+                region: region.clone(),
                 layout,
                 pages: parking_lot::Mutex::new(PageRuns::default()),
                 info,
-                classes: (0..NCLASSES).map(ClassPool::new).collect(),
+                classes: (0..NCLASSES)
+                    .map(|c| if zero_slabs { ClassPool::tracking_untouched(c) } else { ClassPool::new(c) })
+                    .collect(),
                 cells: parking_lot::Mutex::new(Vec::new()),
                 orphans: parking_lot::Mutex::new(Vec::new()),
                 epoch: Epoch::new(),
                 large_pages: AtomicU64::new(0),
+                zero_slabs,
             }),
         }
     }
@@ -367,19 +380,41 @@ impl Heap {
         })
     }
 
+    /// Allocate `size` bytes: the block's region offset, and whether the
+    /// block is *untouched*: zero on media and not handed out since its
+    /// slab was zeroed, so that no earlier contents (an old record, say)
+    /// can reappear in it after a crash. A torn write into an untouched
+    /// block leaves its zeros where it did not land, which a checksum
+    /// tells from a whole write. Blocks of new slabs are untouched (slabs
+    /// are zeroed when created, except on the volatile backend, where no
+    /// crash can show old contents); freed and large blocks are not.
+    pub fn alloc_untouched(&self, size: usize) -> Result<(u64, bool), AllocError> {
+        match class_of(size) {
+            Some(c) => {
+                let (res, fresh) = self.with_cell(|cell| {
+                    let mut cache = cell.cache.lock();
+                    if let Some(off) = cache.bins[c].pop() {
+                        return (Ok(off), false);
+                    }
+                    self.sh.alloc_slow(&mut cache, c, size)
+                });
+                if fresh {
+                    // New slabs' descriptors (and zeroed blocks) durable
+                    // before any of their blocks is handed out (see the
+                    // type's contract); done here, with no lock or
+                    // thread-local borrowed.
+                    self.sh.region.drain().map_err(|e| AllocError::Drain(e.to_string()))?;
+                }
+                res.map(|o| (o & !UNTOUCHED, o & UNTOUCHED != 0))
+            }
+            None => self.sh.alloc_large(size).map(|o| (o, false)),
+        }
+    }
+
     /// Allocate `size` bytes; returns the block's region offset. The block's
     /// contents are unspecified.
     pub fn alloc(&self, size: usize) -> Result<u64, AllocError> {
-        match class_of(size) {
-            Some(c) => self.with_cell(|cell| {
-                let mut cache = cell.cache.lock();
-                if let Some(off) = cache.bins[c].pop() {
-                    return Ok(off);
-                }
-                self.sh.alloc_slow(&mut cache, c, size)
-            }),
-            None => self.sh.alloc_large(size),
-        }
+        self.alloc_untouched(size).map(|(o, _)| o)
     }
 
     /// Usable bytes of the block at `off` (its class size or extent size).
@@ -531,7 +566,7 @@ impl Heap {
         let mut retired: HashSet<u64> = HashSet::new();
         for cell in sh.cells.lock().iter() {
             let c = cell.cache.lock();
-            cached.extend(c.bins.iter().flatten().copied());
+            cached.extend(c.bins.iter().flatten().map(|&o| o & !UNTOUCHED));
             retired.extend(c.retired.iter().map(|&(_, o)| o));
         }
         retired.extend(sh.orphans.lock().iter().map(|&(_, o)| o));
@@ -594,6 +629,7 @@ impl Shared {
     }
 
     fn block_ref(&self, off: u64) -> BlockRef {
+        let off = off & !UNTOUCHED;
         let page = self.layout.page_of(off).expect("block in heap");
         let i = self.info[page as usize].load(Ordering::Acquire);
         let head = desc_count(i);
@@ -602,7 +638,7 @@ impl Shared {
     }
 
     /// Hand pages to a new slab of class `c`: descriptors written and
-    /// flushed (made durable by the caller's next drain).
+    /// flushed (`alloc` drains them).
     fn new_slab(&self, c: usize) -> Option<u64> {
         let head = self.pages.lock().take(SLAB_PAGES)?;
         let mut d = Vec::with_capacity((SLAB_PAGES * 8) as usize);
@@ -613,6 +649,9 @@ impl Shared {
         let at = self.layout.desc_off + head * 8;
         self.region.write(at, &d);
         self.region.flush(at, d.len());
+        if self.zero_slabs {
+            self.region.set_nodrain(self.layout.page_off(head), 0, SLAB_BYTES as usize);
+        }
         for q in head..head + SLAB_PAGES {
             self.info[q as usize].store(desc(TAG_SLAB, c as u64, head), Ordering::Release);
         }
@@ -634,27 +673,41 @@ impl Shared {
         }
     }
 
-    fn refill(&self, cache: &mut Cache, c: usize) {
+    /// Move free blocks of class `c` into `cache`; whether it started new
+    /// slabs (whose descriptors the caller must drain before handing out
+    /// a block).
+    fn refill(&self, cache: &mut Cache, c: usize) -> bool {
         let mut got = Vec::new();
-        self.classes[c].refill(batch(c), &mut got, || self.new_slab(c));
+        let mut fresh = false;
+        self.classes[c].refill(batch(c), &mut got, || {
+            let h = self.new_slab(c);
+            fresh |= h.is_some();
+            h
+        });
         let size = CLASS_SIZES[c] as u64;
+        let block = |&(h, i): &(u64, u32)| {
+            let tag = if i & UNTOUCHED_IDX != 0 { UNTOUCHED } else { 0 };
+            (self.layout.page_off(h) + u64::from(i & !UNTOUCHED_IDX) * size) | tag
+        };
         // Pop order: lowest offset last, so it is handed out first.
-        cache.bins[c].extend(got.iter().rev().map(|&(h, i)| self.layout.page_off(h) + i as u64 * size));
+        cache.bins[c].extend(got.iter().rev().map(block));
+        fresh
     }
 
-    fn alloc_slow(&self, cache: &mut Cache, c: usize, size: usize) -> Result<u64, AllocError> {
+    /// The block, and whether new slabs were started (see `refill`).
+    fn alloc_slow(&self, cache: &mut Cache, c: usize, size: usize) -> (Result<u64, AllocError>, bool) {
         self.reclaim(cache);
         if let Some(off) = cache.bins[c].pop() {
-            return Ok(off);
+            return (Ok(off), false);
         }
-        self.refill(cache, c);
+        let fresh = self.refill(cache, c);
         if let Some(off) = cache.bins[c].pop() {
-            return Ok(off);
+            return (Ok(off), fresh);
         }
         // Out of pages: give back what caches and empty slabs hold, retry.
         self.squeeze(Some(cache));
-        self.refill(cache, c);
-        cache.bins[c].pop().ok_or_else(|| self.full(size as u64))
+        let fresh = self.refill(cache, c) | fresh;
+        (cache.bins[c].pop().ok_or_else(|| self.full(size as u64)), fresh)
     }
 
     fn full(&self, requested: u64) -> AllocError {
@@ -710,6 +763,9 @@ impl Shared {
         self.region.flush(at, 8);
         self.info[page as usize].store(d, Ordering::Release);
         self.large_pages.fetch_add(n, Ordering::Relaxed);
+        // The descriptor durable before the block is handed out. On failure
+        // the extent stays taken until a recovery finds it unreachable.
+        self.region.drain().map_err(|e| AllocError::Drain(e.to_string()))?;
         Ok(self.layout.page_off(page))
     }
 

@@ -15,6 +15,10 @@ pub enum AllocError {
         /// Largest contiguous free extent, in bytes.
         largest_free: u64,
     },
+    /// New page descriptors could not be made durable (the backend's
+    /// drain failed: msync reported an I/O error). Nothing was handed out.
+    #[error("allocation failed: {0}")]
+    Drain(String),
     /// An offset given to `free` is not a live block of this heap.
     #[error("invalid free of offset {offset}: {why}")]
     InvalidFree {

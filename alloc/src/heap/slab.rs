@@ -14,11 +14,19 @@ use std::collections::{BTreeSet, HashMap};
 /// A block of a slab: the slab's head page and the block's index in it.
 pub(crate) type BlockRef = (u64, u32);
 
+/// Flag on an index `refill` hands out (pools that track it): the block
+/// has not been handed out since its slab was created.
+pub(crate) const UNTOUCHED_IDX: u32 = 1 << 31;
+
 #[derive(Debug)]
 pub(crate) struct Slab {
     free: Vec<u64>, // bit set = block free
     nfree: u32,
     cap: u32,
+    /// Blocks from this index on have not been handed out since the slab
+    /// was created (blocks go out lowest index first, so every block below
+    /// it has been).
+    untouched_from: u32,
 }
 
 impl Slab {
@@ -31,7 +39,7 @@ impl Slab {
                 *word = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
             }
         }
-        Slab { free, nfree: if all_free { cap } else { 0 }, cap }
+        Slab { free, nfree: if all_free { cap } else { 0 }, cap, untouched_from: cap }
     }
 
     fn is_free(&self, idx: u32) -> bool {
@@ -49,13 +57,18 @@ impl Slab {
         true
     }
 
-    fn take_free(&mut self, want: usize, head: u64, out: &mut Vec<BlockRef>) {
+    /// Take up to `want` free blocks, lowest index first; with `flag`,
+    /// untouched ones carry [`UNTOUCHED_IDX`].
+    fn take_free(&mut self, want: usize, head: u64, out: &mut Vec<BlockRef>, flag: bool) {
         for (w, word) in self.free.iter_mut().enumerate() {
             while *word != 0 && out.len() < want {
                 let b = word.trailing_zeros();
                 *word &= !(1 << b);
                 self.nfree -= 1;
-                out.push((head, w as u32 * 64 + b));
+                let idx = w as u32 * 64 + b;
+                let untouched = idx >= self.untouched_from;
+                self.untouched_from = self.untouched_from.max(idx + 1);
+                out.push((head, if flag && untouched { idx | UNTOUCHED_IDX } else { idx }));
             }
             if out.len() >= want {
                 break;
@@ -91,11 +104,19 @@ pub(crate) struct Occupancy {
 pub(crate) struct ClassPool {
     class: usize,
     inner: Mutex<Inner>,
+    /// Whether `refill` flags untouched blocks (the heap zeroes new slabs).
+    track_untouched: bool,
 }
 
 impl ClassPool {
     pub(crate) fn new(class: usize) -> ClassPool {
-        ClassPool { class, inner: Mutex::new(Inner::default()) }
+        ClassPool { class, inner: Mutex::new(Inner::default()), track_untouched: false }
+    }
+
+    /// A pool whose `refill` flags blocks of new slabs not handed out
+    /// since (their slabs are zeroed when created).
+    pub(crate) fn tracking_untouched(class: usize) -> ClassPool {
+        ClassPool { track_untouched: true, ..ClassPool::new(class) }
     }
 
     /// Move up to `want` free blocks into `out`. When no slab has any,
@@ -110,7 +131,9 @@ impl ClassPool {
                 Some(&h) => h,
                 None => match new_slab() {
                     Some(h) => {
-                        inner.slabs.insert(h, Slab::new(blocks_per_slab(self.class), true));
+                        let mut slab = Slab::new(blocks_per_slab(self.class), true);
+                        slab.untouched_from = 0;
+                        inner.slabs.insert(h, slab);
                         inner.partial.insert(h);
                         h
                     }
@@ -118,7 +141,7 @@ impl ClassPool {
                 },
             };
             let slab = inner.slabs.get_mut(&head).expect("partial slab exists");
-            slab.take_free(target, head, out);
+            slab.take_free(target, head, out, self.track_untouched);
             if slab.nfree == 0 {
                 inner.partial.remove(&head);
             }
