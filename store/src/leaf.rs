@@ -153,7 +153,7 @@ pub(crate) fn write_slot(r: &Region, leaf: u64, i: usize, rec: u64, fp: u8) {
 /// Point slot `i` at `rec`, flagged [`UNVERIFIED`], with fingerprint
 /// `fp`, and flush both (no drain): the one-drain insert. The other slots
 /// of the same cache line lose their flag on the way (their inserts
-/// drained before this one started).
+/// drained before this one started; a one-drain commit writes one slot).
 pub(crate) fn write_slot_unverified(r: &Region, leaf: u64, i: usize, rec: u64, fp: u8) {
     let s = slot_off(leaf, i);
     let (start, line) = (leaf + SLOT, s & !63);

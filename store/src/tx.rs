@@ -74,6 +74,8 @@ struct Planned<'k> {
     h: u32,
     fp: u8,
     rec: Option<u64>,
+    /// `rec`'s block was untouched (zero on media) when allocated.
+    untouched: bool,
     vlen: usize,
 }
 
@@ -135,9 +137,9 @@ impl Store {
         // lock, whose atomic read-modify-write would wait for the write-back
         // of the record written before it.
         for &(k, v) in writes {
-            let rec = match v {
-                Some(v) => match self.heap.alloc(leaf::record_len(k, v)) {
-                    Ok(r) => Some(r),
+            let (rec, untouched) = match v {
+                Some(v) => match self.heap.alloc_untouched(leaf::record_len(k, v)) {
+                    Ok((r, u)) => (Some(r), u),
                     Err(e) => {
                         for p in &plan {
                             if let Some(r) = p.rec {
@@ -147,13 +149,13 @@ impl Store {
                         return Err(e.into());
                     }
                 },
-                None => None,
+                None => (None, false),
             };
             let vlen = v.map_or(0, |v| v.len());
             let h = leaf::key_hash(k);
             // The point cache's line, which the commit updates at its end.
             self.hot.prefetch(h);
-            plan.push(Planned { h, fp: leaf::fingerprint_of(h), key: k, rec, vlen });
+            plan.push(Planned { h, fp: leaf::fingerprint_of(h), key: k, rec, untouched, vlen });
         }
         for (p, &(_, v)) in plan.iter().zip(writes) {
             if let (Some(rec), Some(v)) = (p.rec, v) {
@@ -238,6 +240,7 @@ impl Store {
             let mut newbits = bits.clone();
             let mut next_ops: Vec<(usize, u64)> = Vec::new();
             let mut created: Vec<(u64, Arc<[u8]>)> = Vec::new();
+            let mut one_drain = vec![false; leaves.len()];
             let mut old_recs = Vec::new();
             let (mut dkeys, mut dbytes) = (0i64, 0i64);
             // Stop writing: `None` to retry after a split, `Some` to fail.
@@ -263,8 +266,19 @@ impl Store {
                     j
                 };
                 if need <= bits[i].count_zeros() {
-                    for p in mine() {
-                        if let Some(f) = self.find(off, p.key, p.fp) {
+                    let olds: Vec<Option<crate::store::Found>> = mine().map(|p| self.find(off, p.key, p.fp)).collect();
+                    // One new key (a record in an untouched block) and a
+                    // safe slot for it: if nothing else changes, one drain
+                    // commits it (see `put_locked`). Not for more keys:
+                    // recovery drops torn records one by one, which would
+                    // leave part of the commit.
+                    let safe = leaves[i].safe() & !bits[i];
+                    one_drain[i] = need == 1
+                        && olds.iter().all(Option::is_none)
+                        && mine().all(|p| p.rec.is_none_or(|_| p.untouched))
+                        && safe != 0;
+                    for (p, old) in mine().zip(olds) {
+                        if let Some(f) = old {
                             newbits[i] &= !(1u64 << f.slot);
                             let ov = leaf::record_lens(r, f.rec).map_or(0, |(_, v)| v as i64);
                             dkeys -= 1;
@@ -272,8 +286,16 @@ impl Store {
                             old_recs.push((p.h, f.rec));
                         }
                         if let Some(rec) = p.rec {
-                            let j = take_slot(&mut used);
-                            leaf::write_slot(r, off, j, rec, p.fp);
+                            let j = if one_drain[i] {
+                                let j = (safe & !used).trailing_zeros() as usize;
+                                used |= 1 << j;
+                                leaf::write_slot_unverified(r, off, j, rec, p.fp);
+                                j
+                            } else {
+                                let j = take_slot(&mut used);
+                                leaf::write_slot(r, off, j, rec, p.fp);
+                                j
+                            };
                             newbits[i] |= 1 << j;
                             dkeys += 1;
                             dbytes += (p.key.len() + p.vlen) as i64;
@@ -368,7 +390,11 @@ impl Store {
                 }
             }
             let changed: Vec<usize> = (0..leaves.len()).filter(|&i| newbits[i] != bits[i]).collect();
-            let result = if changed.len() <= 1 && next_ops.is_empty() {
+            let result = if changed.len() == 1 && next_ops.is_empty() && one_drain[changed[0]] {
+                // Records, flagged slots and the bitmap in one drain.
+                leaf::publish_bitmap(r, leaves[changed[0]].off, newbits[changed[0]]);
+                r.drain().map_err(Error::from)
+            } else if changed.len() <= 1 && next_ops.is_empty() {
                 // One leaf: its bitmap is the single 8-byte publish.
                 r.drain().map_err(Error::from).and_then(|()| {
                     for &i in &changed {
