@@ -266,19 +266,19 @@ impl Store {
                     j
                 };
                 if need <= bits[i].count_zeros() {
-                    let olds: Vec<Option<crate::store::Found>> = mine().map(|p| self.find(off, p.key, p.fp)).collect();
-                    // One new key (a record in an untouched block) and a
-                    // safe slot for it: if nothing else changes, one drain
-                    // commits it (see `put_locked`). Not for more keys:
-                    // recovery drops torn records one by one, which would
-                    // leave part of the commit.
+                    // The leaf's only change one new key (its record in an
+                    // untouched block) with a safe slot for it: if no other
+                    // leaf changes, one drain commits it (see `put_locked`).
+                    // Not for more changes: recovery drops torn records one
+                    // by one, which would leave part of the commit. (A slot
+                    // flagged for nothing costs recovery one checksum.)
                     let safe = leaves[i].safe() & !bits[i];
-                    one_drain[i] = need == 1
-                        && olds.iter().all(Option::is_none)
-                        && mine().all(|p| p.rec.is_none_or(|_| p.untouched))
-                        && safe != 0;
-                    for (p, old) in mine().zip(olds) {
-                        if let Some(f) = old {
+                    let single = need == 1 && safe != 0;
+                    let mut replaced = false;
+                    for p in mine() {
+                        let old = self.find(off, p.key, p.fp);
+                        replaced |= old.is_some();
+                        if let Some(f) = &old {
                             newbits[i] &= !(1u64 << f.slot);
                             let ov = leaf::record_lens(r, f.rec).map_or(0, |(_, v)| v as i64);
                             dkeys -= 1;
@@ -286,8 +286,9 @@ impl Store {
                             old_recs.push((p.h, f.rec));
                         }
                         if let Some(rec) = p.rec {
+                            one_drain[i] = single && old.is_none() && p.untouched;
                             let j = if one_drain[i] {
-                                let j = (safe & !used).trailing_zeros() as usize;
+                                let j = safe.trailing_zeros() as usize;
                                 used |= 1 << j;
                                 leaf::write_slot_unverified(r, off, j, rec, p.fp);
                                 j
@@ -301,6 +302,7 @@ impl Store {
                             dbytes += (p.key.len() + p.vlen) as i64;
                         }
                     }
+                    one_drain[i] &= !replaced;
                     // Written slots are no longer zero, published or not.
                     leaves[i].set_safe(leaves[i].safe() & !used);
                     continue;

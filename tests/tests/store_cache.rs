@@ -4,24 +4,15 @@
 //! and batches, across a reopen, and with concurrent writers.
 
 use daxkv::{Options, Store};
+use daxkv_tests::ShmDir;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dir(name: &str) -> Dir {
-    let d = Path::new("/dev/shm").join(format!("daxkv-cache-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Dir(d)
+fn dir(name: &str) -> ShmDir {
+    ShmDir::new(&format!("cache-{name}"))
 }
 
 fn opts(cache: Option<u64>) -> Options {

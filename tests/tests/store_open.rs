@@ -3,20 +3,11 @@
 //! pools, damaged superblocks, oversized and empty keys and values.
 
 use daxkv::{Backend, Error, Options, Persistence, PoolError, Store};
-use std::path::{Path, PathBuf};
+use daxkv_tests::ShmDir;
+use std::path::Path;
 
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dir(name: &str) -> Dir {
-    let d = Path::new("/dev/shm").join(format!("daxkv-open-store-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Dir(d)
+fn dir(name: &str) -> ShmDir {
+    ShmDir::new(&format!("open-store-{name}"))
 }
 
 fn opts() -> Options {
