@@ -11,21 +11,43 @@ use std::sync::atomic::AtomicU64;
 /// memory only for the pages it touches. (An allocator could instead reuse
 /// freed heap memory and have to clear all of it first.) Page-aligned, so
 /// every 64-byte group of words is one cache line.
+///
+/// A table of 2 MiB or more starts on a 2 MiB boundary and asks for
+/// transparent huge pages (`MADV_HUGEPAGE`, which the kernel honours when
+/// THP is `madvise` or `always`): a lookup at a random place in a 16 MiB
+/// table then finds its translation in the TLB instead of walking the page
+/// tables first. Where THP is off the table simply stays on 4 KiB pages.
 pub struct ZeroedWords {
     map: Option<Arc<MmapMut>>,
+    /// Byte offset of word 0 in `map`.
+    start: usize,
     len: usize,
 }
+
+/// Huge page size the table aligns to.
+const HUGE: usize = 2 << 20;
 
 impl ZeroedWords {
     /// Map `len` zeroed words; an error if the kernel refuses the mapping.
     pub fn new(len: usize) -> std::io::Result<ZeroedWords> {
-        let map = if len == 0 {
-            None
-        } else {
-            let bytes = len.checked_mul(8).ok_or_else(|| std::io::Error::other("table size overflows"))?;
-            Some(Arc::new(MmapOptions::new().len(bytes).map_anon()?))
-        };
-        Ok(ZeroedWords { map, len })
+        if len == 0 {
+            return Ok(ZeroedWords { map: None, start: 0, len });
+        }
+        let bytes = len.checked_mul(8).ok_or_else(|| std::io::Error::other("table size overflows"))?;
+        if bytes < HUGE {
+            let map = MmapOptions::new().len(bytes).map_anon()?;
+            return Ok(ZeroedWords { map: Some(Arc::new(map)), start: 0, len });
+        }
+        // Map one huge page more than needed and use the part that starts
+        // on a huge page boundary (the slack is never touched, so it takes
+        // no memory).
+        let mapped = bytes.checked_add(HUGE).ok_or_else(|| std::io::Error::other("table size overflows"))?;
+        let map = MmapOptions::new().len(mapped).map_anon()?;
+        let start = (HUGE - map.as_ptr() as usize % HUGE) % HUGE;
+        if let Err(e) = map.advise_range(memmap2::Advice::HugePage, start, bytes) {
+            log::debug!("no transparent huge pages for a table of {bytes} bytes: {e}");
+        }
+        Ok(ZeroedWords { map: Some(Arc::new(map)), start, len })
     }
 
     /// Fault the table's pages in from a background thread, 2 MiB at a
@@ -36,9 +58,10 @@ impl ZeroedWords {
     pub fn populate_in_background(&self) {
         let Some(m) = &self.map else { return };
         let m = Arc::clone(m);
+        let (start, bytes) = (self.start, self.len * 8);
         let spawned = std::thread::Builder::new().name("daxkv-populate".into()).spawn(move || {
             const CHUNK: usize = 2 << 20;
-            let (base, len) = (m.as_ptr() as usize, m.len());
+            let (base, len) = (m.as_ptr() as usize + start, bytes);
             let mut off = 0;
             while off < len && Arc::strong_count(&m) > 1 {
                 let n = CHUNK.min(len - off);
@@ -63,11 +86,13 @@ impl ZeroedWords {
     /// Whether every page of the table is resident (for tests).
     pub fn resident(&self) -> bool {
         let Some(m) = &self.map else { return true };
-        let pages = m.len().div_ceil(4096);
+        let bytes = self.len * 8;
+        let pages = bytes.div_ceil(4096);
         let mut vec = vec![0u8; pages];
-        // SAFETY: mincore reads the mapping's page table state into `vec`,
-        // which has one byte per 4 KiB page of the page-aligned range.
-        let rc = unsafe { libc::mincore(m.as_ptr() as *mut libc::c_void, m.len(), vec.as_mut_ptr()) };
+        // SAFETY: mincore reads the page table state of the table's words
+        // (page-aligned, inside the mapping) into `vec`, which has one byte
+        // per 4 KiB page of the range.
+        let rc = unsafe { libc::mincore(m.as_ptr().add(self.start) as *mut libc::c_void, bytes, vec.as_mut_ptr()) };
         rc == 0 && vec.iter().all(|b| b & 1 == 1)
     }
 }
@@ -78,12 +103,13 @@ impl std::ops::Deref for ZeroedWords {
     fn deref(&self) -> &[AtomicU64] {
         match &self.map {
             None => &[],
-            // The mapping is `len * 8` bytes, page-aligned (more than the
-            // 8 `AtomicU64` needs) and zero-filled by the kernel; it is only
-            // ever accessed through this shared slice of atomics.
+            // The mapping holds `len * 8` bytes from `start`, which is
+            // page-aligned (more than the 8 `AtomicU64` needs); they are
+            // zero-filled by the kernel and only ever accessed through this
+            // shared slice of atomics.
             // SAFETY: valid, aligned, initialized (zero is a valid
             // `AtomicU64`) memory that lives as long as the borrow of `self`.
-            Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().cast::<AtomicU64>(), self.len) },
+            Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().add(self.start).cast::<AtomicU64>(), self.len) },
         }
     }
 }
@@ -112,6 +138,18 @@ mod tests {
         }
         assert_eq!(a[12345].load(Ordering::Relaxed), 77);
         assert!(a.iter().enumerate().all(|(i, w)| i == 12345 || w.load(Ordering::Relaxed) == 0));
+    }
+
+    #[test]
+    fn large_tables_start_on_a_huge_page_boundary() {
+        for n in [(2 << 20) / 8, (16 << 20) / 8 + 8, (5 << 20) / 8 + 3] {
+            let a = ZeroedWords::new(n).unwrap();
+            assert_eq!(a.len(), n);
+            assert_eq!(a.as_ptr() as usize % HUGE, 0, "table of {n} words");
+            a[n - 1].store(5, Ordering::Relaxed);
+            assert_eq!(a[n - 1].load(Ordering::Relaxed), 5);
+            assert!(a.iter().take(n - 1).all(|w| w.load(Ordering::Relaxed) == 0));
+        }
     }
 
     #[test]

@@ -58,6 +58,37 @@ pub(crate) const MERGE_AT: u32 = 8;
 /// merged leaf still has room for inserts before it splits again.
 pub(crate) const MERGE_MAX: u32 = 40;
 
+/// Whether this thread's recent point reads mostly missed the point cache,
+/// which decides how [`Store::read`] orders its work. A score per thread
+/// (not per store: it is only a hint): a miss adds 2, a hit takes 1 away,
+/// so it climbs while more than a third of the reads miss. Above
+/// [`MissBias::EXPECT_MISS`] reads walk the index before the cache answers.
+struct MissBias;
+
+thread_local! {
+    static MISS_BIAS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+impl MissBias {
+    const CAP: u8 = 64;
+    const EXPECT_MISS: u8 = 32;
+
+    #[inline]
+    fn expect_miss() -> bool {
+        MISS_BIAS.with(|b| b.get() > MissBias::EXPECT_MISS)
+    }
+
+    #[inline]
+    fn hit() {
+        MISS_BIAS.with(|b| b.set(b.get().saturating_sub(1)));
+    }
+
+    #[inline]
+    fn miss() {
+        MISS_BIAS.with(|b| b.set((b.get() + 2).min(MissBias::CAP)));
+    }
+}
+
 /// A value borrowed from the pool without copying. The pool block it lives
 /// in is not reused while this exists (the thread stays pinned).
 pub struct ValueRef<'a> {
@@ -387,21 +418,66 @@ impl Store {
     /// Optimistic read of `key`: `f` sees the record, if any, and may be
     /// called again if a writer interferes. The point cache answers first;
     /// on a miss the tree does, and a record it finds is cached.
+    ///
+    /// How the two overlap depends on this thread's recent reads (see
+    /// [`MissBias`]). While the cache mostly answers, the lookup runs alone
+    /// and a hit never walks the index. While it mostly misses, the index
+    /// is walked while the bucket's miss is in flight, and the leaf's first
+    /// line prefetched, so that a miss does not wait for the bucket, the
+    /// walk and the leaf one after the other.
     #[inline]
     pub(crate) fn read<T>(&self, key: &[u8], mut f: impl FnMut(Option<u64>) -> T) -> T {
         let h = leaf::key_hash(key);
-        // The bucket's miss overlaps the index walk, which a miss in the
-        // cache then needs.
-        self.hot.prefetch(h);
-        let mut g = self.index.generation();
-        let mut snap = self.index.load();
-        let (mut off, mut leaf) = snap.route_off(key);
-        let stamp = match self.hot.lookup(h, |rec| leaf::record_key(&self.region, rec) == key) {
-            Probe::Hit(rec) => return f(Some(rec)),
-            Probe::Miss(stamp) => stamp,
+        let lookup = |f: &mut dyn FnMut(Option<u64>) -> T| match self
+            .hot
+            .lookup(h, |rec| leaf::record_key(&self.region, rec) == key)
+        {
+            Probe::Hit(rec) => {
+                MissBias::hit();
+                Err(f(Some(rec)))
+            }
+            Probe::Miss(stamp) => {
+                if self.hot.buckets() > 0 {
+                    MissBias::miss();
+                }
+                Ok(stamp)
+            }
         };
+        if MissBias::expect_miss() {
+            self.hot.prefetch(h);
+            let g = self.index.generation();
+            let snap = self.index.load();
+            let (off, leaf) = snap.route_off(key);
+            leaf::prefetch(&self.region, off);
+            match lookup(&mut f) {
+                Err(out) => out,
+                Ok(stamp) => self.read_tree(key, h, stamp, (g, off, leaf), &mut f),
+            }
+        } else {
+            let stamp = match lookup(&mut f) {
+                Err(out) => return out,
+                Ok(stamp) => stamp,
+            };
+            let g = self.index.generation();
+            let snap = self.index.load();
+            let (off, leaf) = snap.route_off(key);
+            self.read_tree(key, h, stamp, (g, off, leaf), &mut f)
+        }
+    }
+
+    /// [`Store::read`] through the tree, after the point cache missed with
+    /// `stamp`, starting at the leaf `(generation, offset, leaf)` that a
+    /// walk of the index after reading that generation found.
+    fn read_tree<T>(
+        &self,
+        key: &[u8],
+        h: u32,
+        stamp: u64,
+        first: (u64, u64, &Arc<LeafRef>),
+        f: &mut dyn FnMut(Option<u64>) -> T,
+    ) -> T {
         let fp = leaf::fingerprint_of(h);
-        loop {
+        let attempt = |g: u64, off: u64, leaf: &LeafRef, f: &mut dyn FnMut(Option<u64>) -> T| {
             // The leaf's offset comes from the index node, so its misses
             // overlap the load of the `LeafRef`'s version.
             leaf::prefetch(&self.region, off);
@@ -412,11 +488,21 @@ impl Store {
                 if let Some(rec) = rec {
                     self.hot.insert(h, stamp, rec);
                 }
+                return Some(out);
+            }
+            None
+        };
+        let (g, off, leaf) = first;
+        if let Some(out) = attempt(g, off, leaf, f) {
+            return out;
+        }
+        loop {
+            let g = self.index.generation();
+            let snap = self.index.load();
+            let (off, leaf) = snap.route_off(key);
+            if let Some(out) = attempt(g, off, leaf, f) {
                 return out;
             }
-            g = self.index.generation();
-            snap = self.index.load();
-            (off, leaf) = snap.route_off(key);
         }
     }
 

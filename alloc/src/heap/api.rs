@@ -51,6 +51,15 @@ struct TlsEntry {
 
 impl Drop for TlsEntry {
     fn drop(&mut self) {
+        if self.cell.pinned() {
+            // A guard of this thread outlives its entry (thread-locals are
+            // being destroyed and another one still holds a guard). The
+            // guard points at the cell without a reference of its own, so
+            // keep the cell allocated; and keep it registered, so that its
+            // pin goes on holding back reuse until the guard drops.
+            std::mem::forget(Arc::clone(&self.cell));
+            return;
+        }
         if let Some(sh) = self.owner.upgrade() {
             sh.retire_cell(&self.cell);
         }
