@@ -343,6 +343,28 @@ impl Node {
         }
     }
 
+    /// The leaf whose range holds `key`, and the leaf after it (as
+    /// [`Node::after`] of its separator gives), in one walk: the nearest
+    /// subtree right of the path supplies the next leaf when the leaf is
+    /// the last of its node.
+    #[inline]
+    pub(crate) fn route_and_next(&self, key: &[u8]) -> (&Arc<LeafRef>, Option<&Arc<LeafRef>>) {
+        let mut n = self;
+        let mut right: Option<&Node> = None;
+        loop {
+            let i = n.seps.pos_le(key);
+            match &n.kids {
+                Kids::Inner(c) => {
+                    if let Some(r) = c.get(i + 1) {
+                        right = Some(r);
+                    }
+                    n = &c[i];
+                }
+                Kids::Leaves(l) => return (&l[i], l.get(i + 1).or_else(|| right.map(|r| r.leftmost()))),
+            }
+        }
+    }
+
     /// The leaf whose range holds `key`.
     #[inline]
     pub(crate) fn route(&self, key: &[u8]) -> &Arc<LeafRef> {
@@ -636,6 +658,20 @@ mod tests {
             let want = model.range(..s.clone()).next_back();
             let got = snap.before(s.as_bytes()).map(|l| (l.sep.to_vec(), l.off));
             assert_eq!(got, want.map(|(k, v)| (k.as_bytes().to_vec(), *v)));
+        }
+        // One walk gives the leaf and its successor, also where the leaf is
+        // the last of its node (every key is probed, and one just above it).
+        let pair = |l: Option<&Arc<LeafRef>>| l.map(|l| (l.sep.to_vec(), l.off));
+        for s in model.keys() {
+            for probe in [s.clone(), format!("{s}5")] {
+                let (leaf, next) = snap.route_and_next(probe.as_bytes());
+                let want = model.range(..=probe.clone()).next_back().unwrap();
+                assert_eq!((&*leaf.sep, leaf.off), (want.0.as_bytes(), *want.1), "{probe}");
+                let want_next = model
+                    .range::<String, _>((std::ops::Bound::Excluded(want.0.clone()), std::ops::Bound::Unbounded))
+                    .next();
+                assert_eq!(pair(next), want_next.map(|(k, v)| (k.as_bytes().to_vec(), *v)), "after {probe}");
+            }
         }
         drop(snap);
         let all: Vec<String> = model.keys().cloned().collect();

@@ -31,7 +31,11 @@ pub struct Iter<'a> {
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
     cursor: Option<Arc<[u8]>>,
-    last: Option<Vec<u8>>,
+    /// The last record taken into `buf` (its key bounds the next leaf's
+    /// part). Read from the pool when needed: the iterator's pin keeps the
+    /// record from being reused, and by then it has usually been returned
+    /// and is cached.
+    last: Option<u64>,
     buf: VecDeque<u64>,
     /// Scratch: one leaf's records in the range, in order.
     picked: Vec<u64>,
@@ -81,27 +85,30 @@ impl<'a> Iter<'a> {
         let r = &*s.region;
         loop {
             let snap = s.index.load();
-            let leaf = match (&self.cursor, self.fwd) {
+            // The leaf, and the one after it in the scan's direction.
+            let (leaf, ahead) = match (&self.cursor, self.fwd) {
                 (None, true) => match &self.lo {
-                    Bound::Unbounded => snap.route(b""),
-                    Bound::Included(k) | Bound::Excluded(k) => snap.route(k),
+                    Bound::Unbounded => snap.route_and_next(b""),
+                    Bound::Included(k) | Bound::Excluded(k) => snap.route_and_next(k),
                 },
-                (Some(c), true) => snap.route(c),
-                (None, false) => match &self.hi {
-                    Bound::Unbounded => snap.rightmost(),
-                    Bound::Included(k) | Bound::Excluded(k) => snap.route(k),
-                },
-                (Some(c), false) => match snap.before(c) {
-                    Some(x) => x,
-                    None => {
-                        self.done = true;
-                        return;
-                    }
-                },
+                (Some(c), true) => snap.route_and_next(c),
+                (cursor, false) => {
+                    let leaf = match (cursor, &self.hi) {
+                        (None, Bound::Unbounded) => snap.rightmost(),
+                        (None, Bound::Included(k) | Bound::Excluded(k)) => snap.route(k),
+                        (Some(c), _) => match snap.before(c) {
+                            Some(x) => x,
+                            None => {
+                                self.done = true;
+                                return;
+                            }
+                        },
+                    };
+                    (leaf, snap.before(&leaf.sep))
+                }
             };
             let sep = &leaf.sep;
             let v = leaf.read_begin();
-            let ahead = if self.fwd { snap.after(sep) } else { snap.before(sep) };
             if let Some(n) = ahead {
                 leaf::prefetch(r, n.off);
             }
@@ -136,10 +143,10 @@ impl<'a> Iter<'a> {
                 let mut got: Vec<(u64, &[u8], u64)> = Vec::with_capacity(recs.len());
                 for &rec in &recs {
                     let k = leaf::record_key(r, rec);
-                    let fresh = match (&self.last, self.fwd) {
+                    let fresh = match (self.last.map(|l| leaf::record_key(r, l)), self.fwd) {
                         (None, _) => true,
-                        (Some(l), true) => k > l.as_slice(),
-                        (Some(l), false) => k < l.as_slice(),
+                        (Some(l), true) => k > l,
+                        (Some(l), false) => k < l,
                     };
                     if fresh && above(&self.lo, k) && below(&self.hi, k) {
                         got.push((0, k, rec));
@@ -167,7 +174,7 @@ impl<'a> Iter<'a> {
                 self.cursor = Some(sep.clone());
             }
             if let Some(&last) = self.picked.last() {
-                self.last = Some(leaf::record_key(r, last).to_vec());
+                self.last = Some(last);
                 self.buf.extend(self.picked.drain(..));
                 for &rec in self.buf.iter().take(AHEAD) {
                     leaf::prefetch_record(r, rec);
@@ -204,14 +211,14 @@ impl Iter<'_> {
             Bound::Unbounded => view.len(),
         };
         if self.fwd {
-            let a = match &self.last {
-                Some(l) => view.search(r, l, true),
+            let a = match self.last {
+                Some(l) => view.search(r, leaf::record_key(r, l), true),
                 None => from(&self.lo),
             };
             (a, to(&self.hi).max(a))
         } else {
-            let b = match &self.last {
-                Some(l) => view.search(r, l, false),
+            let b = match self.last {
+                Some(l) => view.search(r, leaf::record_key(r, l), false),
                 None => to(&self.hi),
             };
             (from(&self.lo).min(b), b)
