@@ -343,8 +343,8 @@ impl Node {
         }
     }
 
-    /// The leaf whose range holds `key`, and the leaf after it (as
-    /// [`Node::after`] of its separator gives), in one walk: the nearest
+    /// The leaf whose range holds `key`, and the leaf after it (the one
+    /// with the smallest separator greater than its own), in one walk: the nearest
     /// subtree right of the path supplies the next leaf when the leaf is
     /// the last of its node.
     #[inline]
@@ -369,17 +369,6 @@ impl Node {
     #[inline]
     pub(crate) fn route(&self, key: &[u8]) -> &Arc<LeafRef> {
         self.route_off(key).1
-    }
-
-    /// The leaf with the smallest separator greater than `sep`.
-    pub(crate) fn after(&self, sep: &[u8]) -> Option<&Arc<LeafRef>> {
-        match &self.kids {
-            Kids::Leaves(l) => l.get(self.seps.count_le(sep)),
-            Kids::Inner(c) => {
-                let i = self.seps.count_le(sep).saturating_sub(1);
-                c[i].after(sep).or_else(|| c.get(i + 1).map(|n| n.leftmost()))
-            }
-        }
     }
 
     /// The leaf with the greatest separator smaller than `sep`.
@@ -653,7 +642,7 @@ mod tests {
         for (s, _) in model.iter().take(50) {
             let want =
                 model.range::<String, _>((std::ops::Bound::Excluded(s.clone()), std::ops::Bound::Unbounded)).next();
-            let got = snap.after(s.as_bytes()).map(|l| (l.sep.to_vec(), l.off));
+            let got = snap.route_and_next(s.as_bytes()).1.map(|l| (l.sep.to_vec(), l.off));
             assert_eq!(got, want.map(|(k, v)| (k.as_bytes().to_vec(), *v)));
             let want = model.range(..s.clone()).next_back();
             let got = snap.before(s.as_bytes()).map(|l| (l.sep.to_vec(), l.off));

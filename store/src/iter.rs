@@ -141,9 +141,10 @@ impl<'a> Iter<'a> {
             } else {
                 let recs = leaf_records(r, leaf.off);
                 let mut got: Vec<(u64, &[u8], u64)> = Vec::with_capacity(recs.len());
+                let last = self.last.map(|l| leaf::record_key(r, l));
                 for &rec in &recs {
                     let k = leaf::record_key(r, rec);
-                    let fresh = match (self.last.map(|l| leaf::record_key(r, l)), self.fwd) {
+                    let fresh = match (last, self.fwd) {
                         (None, _) => true,
                         (Some(l), true) => k > l,
                         (Some(l), false) => k < l,

@@ -134,11 +134,9 @@ pub struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        // SAFETY: the cell is alive: its thread's TLS entry holds an `Arc`
-        // of it until the thread ends, and leaks that reference if it is
-        // destroyed while this guard (of the same thread: `Guard` is not
-        // `Send`) still pins the cell, so the allocation is never freed
-        // under a guard.
+        // The thread's TLS entry owns the cell and leaks it rather than
+        // free it under a live guard of its thread (`Guard` is not `Send`).
+        // SAFETY: so the cell this guard points at is still allocated.
         let cell = unsafe { self.cell.as_ref() };
         let nest = cell.nest.load(Ordering::Relaxed);
         cell.nest.store(nest - 1, Ordering::Relaxed);
