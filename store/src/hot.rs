@@ -22,7 +22,9 @@
 //! is gone, so a reader pinned before the retire may still read it.
 //!
 //! Writers fill the cache with the records they write (`replace` caches a
-//! new record), and so do gets that miss: such a get takes the bucket's
+//! new record; a one-drain insert of a new key caches it later, with the
+//! stamp it read before publishing, through [`Hot::insert`] as below: see
+//! `local`), and so do gets that miss: such a get takes the bucket's
 //! stamp *before* looking in the bucket, finds the record through the
 //! tree, and inserts it only if the stamp is still the one it took (an
 //! insert bumps it too): a writer that changed any key of the bucket
@@ -190,6 +192,17 @@ impl Hot {
             }
         }
         Probe::Miss(stamp)
+    }
+
+    /// The stamp of `h`'s bucket now, for a later [`Hot::insert`]: a writer
+    /// that reads it before publishing a new key can cache the key's record
+    /// afterwards, and gives up if anything changed the bucket in between.
+    #[inline]
+    pub(crate) fn stamp(&self, h: u32) -> u64 {
+        if !self.on() {
+            return 1;
+        }
+        self.words[self.bucket(h)].load(Ordering::Acquire)
     }
 
     /// Cache `rec` as the record of the key hashed to `h`, which a lookup
@@ -373,6 +386,51 @@ mod loom_tests {
             if let Probe::Hit(r) = c.lookup(1, is) {
                 assert_eq!(r, 1016, "stale record cached");
             }
+        });
+    }
+
+    /// The deferred fill of a one-drain insert (see `local`): the writer
+    /// reads the bucket's stamp, publishes the new key, unlocks, and only
+    /// later inserts the record with that stamp. Meanwhile a reader may
+    /// miss and fill the same key, and a second writer may replace it.
+    /// Once all are done, no entry names the replaced record. (Reading the stamp after the publish instead fails: the
+    /// reader's fill and the writer's both land, and the replace updates
+    /// only one of them.)
+    #[test]
+    fn loom_deferred_fill() {
+        loom::model(|| {
+            let c = Arc::new(Hot::new(64));
+            // The tree (0: the key is absent) and the first writer's leaf lock.
+            let tree = Arc::new(AtomicU64::new(0));
+            let unlocked = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let is = |rec: u64| rec == 1008 || rec == 1016;
+            let (c1, t1, u1) = (c.clone(), tree.clone(), unlocked.clone());
+            let first = loom::thread::spawn(move || {
+                let stamp = c1.stamp(1);
+                t1.store(1008, Ordering::Release);
+                u1.store(true, Ordering::Release);
+                c1.insert(1, stamp, 1008);
+            });
+            let (c2, t2) = (c.clone(), tree.clone());
+            let reader = loom::thread::spawn(move || {
+                if let Probe::Miss(s) = c2.lookup(1, is) {
+                    let r = t2.load(Ordering::Acquire);
+                    if r != 0 {
+                        c2.insert(1, s, r);
+                    }
+                }
+            });
+            // The second writer takes the leaf lock after the first.
+            while !unlocked.load(Ordering::Acquire) {
+                loom::thread::yield_now();
+            }
+            tree.store(1016, Ordering::Release);
+            c.replace(1, Some(1008), Some(1016));
+            first.join().unwrap();
+            reader.join().unwrap();
+            // No entry names the replaced record (a lookup might not show
+            // it, behind a current one).
+            assert!(c.candidates(1).all(|r| r != 1008), "stale record cached");
         });
     }
 }

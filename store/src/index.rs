@@ -168,7 +168,14 @@ impl LeafRef {
     /// Release the write lock (readers that overlapped it will retry).
     #[inline]
     pub(crate) fn unlock(&self) {
-        self.version.fetch_add(1, Ordering::Release);
+        // A load and a plain store, not a fetch-add: while the version is
+        // odd only the holder writes it (everyone else's compare-exchange
+        // expects an even value and fails), and on x86 a locked
+        // read-modify-write would wait for every cache-line write-back in
+        // flight, which a put's just-drained flushes may still be.
+        let v = self.version.load(Ordering::Relaxed);
+        debug_assert!(v & 1 == 1, "unlock of a leaf not locked");
+        self.version.store(v.wrapping_add(1), Ordering::Release);
     }
 
     /// Mark the leaf gone from the tree (after an unlink).
@@ -203,12 +210,17 @@ struct Seps {
 /// sort a leaf's keys, see `leaf::common_prefix`.)
 #[inline]
 pub(crate) fn key_prefix_at(k: &[u8], from: usize) -> u64 {
-    let mut b = [0u8; 8];
-    if from < k.len() {
-        let n = (k.len() - from).min(8);
-        b[..n].copy_from_slice(&k[from..from + n]);
+    // One load when 8 bytes are there; otherwise the bytes are shifted in.
+    // No copy through a stack buffer: the index walk calls this on every
+    // level, and a put's next walk runs while its drain is still in flight,
+    // when every store waits in the store buffer.
+    match k.get(from..from.saturating_add(8)) {
+        Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
+        None => {
+            let rest = k.get(from..).unwrap_or(&[]);
+            rest.iter().enumerate().fold(0, |v, (i, &b)| v | u64::from(b) << (56 - 8 * i))
+        }
     }
-    u64::from_be_bytes(b)
 }
 
 impl Seps {
@@ -534,6 +546,11 @@ impl Index {
         }
         let root = level.pop().expect("one node");
         Index { root: ArcSwap::from_pointee(root), generation: AtomicU64::new(0), smo: parking_lot::Mutex::new(()) }
+    }
+
+    /// The current tree, as an `Arc` of its own (for keeping across calls).
+    pub(crate) fn load_full(&self) -> Arc<Node> {
+        self.root.load_full()
     }
 
     /// A snapshot of the tree.

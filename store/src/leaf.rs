@@ -155,6 +155,35 @@ pub(crate) fn write_slot(r: &Region, leaf: u64, i: usize, rec: u64, fp: u8) {
 /// of the same cache line lose their flag on the way (their inserts
 /// drained before this one started; a one-drain commit writes one slot).
 pub(crate) fn write_slot_unverified(r: &Region, leaf: u64, i: usize, rec: u64, fp: u8) {
+    store_slot_unverified(r, leaf, i, rec);
+    r.flush(slot_off(leaf, i), 8);
+    set_fingerprint(r, leaf, i, fp);
+}
+
+/// The one-drain insert of one key into a locked leaf: slot `i` (free, and
+/// zero on media) points at `rec`, flagged [`UNVERIFIED`], with
+/// fingerprint `fp`, and the bitmap becomes `bits`; no drain.
+///
+/// Every store comes before any flush. A store into a line whose
+/// write-back is in flight waits for it (and for the line to come back
+/// from memory, where the write-back evicts it, as here), and while it
+/// waits, every store behind it waits in the store buffer too; the
+/// fingerprint and the bitmap usually share a line. Program order (slot,
+/// fingerprint, bitmap) is the order readers see them in.
+pub(crate) fn insert_unverified(r: &Region, leaf: u64, i: usize, rec: u64, fp: u8, bits: u64) {
+    store_slot_unverified(r, leaf, i, rec);
+    let w = store_fingerprint(r, leaf, i, fp);
+    r.store_u64(leaf + BITMAP, bits);
+    r.flush(slot_off(leaf, i), 8);
+    if w & !63 != (leaf + BITMAP) & !63 {
+        r.flush(w, 8);
+    }
+    r.flush(leaf + BITMAP, 8);
+}
+
+/// Store slot `i`'s word as `rec | UNVERIFIED`, clearing the flag of the
+/// other slots in its cache line; no flush.
+fn store_slot_unverified(r: &Region, leaf: u64, i: usize, rec: u64) {
     let s = slot_off(leaf, i);
     let (start, line) = (leaf + SLOT, s & !63);
     let first = (line.max(start) - start) / 8;
@@ -167,8 +196,6 @@ pub(crate) fn write_slot_unverified(r: &Region, leaf: u64, i: usize, rec: u64, f
         }
     }
     r.store_u64(s, rec | UNVERIFIED);
-    r.flush(s, 8);
-    set_fingerprint(r, leaf, i, fp);
 }
 
 /// Zero the slots in `mask` that are not zero already and flush the lines
@@ -195,11 +222,17 @@ pub(crate) fn zero_slots(r: &Region, leaf: u64, mask: u64) {
 
 /// Set slot `i`'s fingerprint byte and flush it (no drain).
 pub(crate) fn set_fingerprint(r: &Region, leaf: u64, i: usize, fp: u8) {
+    let w = store_fingerprint(r, leaf, i, fp);
+    r.flush(w, 8);
+}
+
+/// Store slot `i`'s fingerprint byte (no flush); returns its word's offset.
+fn store_fingerprint(r: &Region, leaf: u64, i: usize, fp: u8) -> u64 {
     let w = leaf + FP + 8 * (i as u64 / 8);
     let mut bytes = r.load_u64(w).to_le_bytes();
     bytes[i % 8] = fp;
     r.store_u64(w, u64::from_le_bytes(bytes));
-    r.flush(w, 8);
+    w
 }
 
 /// Publish a new bitmap (one aligned 8-byte store) and flush it.

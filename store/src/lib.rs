@@ -51,6 +51,8 @@ mod iter;
 #[cfg(not(loom))]
 mod leaf;
 #[cfg(not(loom))]
+mod local;
+#[cfg(not(loom))]
 mod options;
 #[cfg(not(loom))]
 mod recovery;

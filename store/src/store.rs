@@ -5,6 +5,7 @@ use crate::format::{HEADER_BYTES, Superblock};
 use crate::hot::{Hot, Probe};
 use crate::index::{Index, LeafRef};
 use crate::leaf::{self, LEAF_BYTES, SLOTS};
+use crate::local;
 use crate::options::Options;
 use crate::recovery;
 use daxkv_alloc::{Guard, Heap, PersistInfo, Region, RegionOptions};
@@ -43,6 +44,8 @@ pub struct Store {
     pub(crate) opened_clean: bool,
     pub(crate) closed: AtomicBool,
     pub(crate) path: PathBuf,
+    /// This store's identity for per-thread state (see `local`).
+    pub(crate) id: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -327,6 +330,7 @@ impl Store {
             opened_clean,
             closed: AtomicBool::new(false),
             path: path.to_path_buf(),
+            id: local::new_id(),
         }
     }
 
@@ -597,15 +601,22 @@ impl Store {
         // route and reading the leaf's version, and nobody locked the leaf
         // since, the leaf still owns the key (only a split or unlink of this
         // leaf, both under its lock, can change that).
-        {
-            let g = self.index.generation();
-            let snap = self.index.load();
-            let (off, leaf) = snap.route_off(key);
+        //
+        // The root comes from this thread's snapshot while the generation
+        // is unchanged (no `ArcSwap` load), and the leaf is cloned only
+        // once locked: until the lock's compare-and-swap, nothing here
+        // waits for the write-back of an insert this thread just returned
+        // from (see `local`).
+        let g = self.index.generation();
+        let locked = local::with_root(self.id, &self.index, g, |root| {
+            let (off, leaf) = root.route_off(key);
             leaf::prefetch(&self.region, off);
             let v = leaf.read_begin();
-            if self.index.unchanged_since(g) && !leaf.is_dead() && leaf.lock_if_unchanged(v) {
-                return leaf.clone();
-            }
+            (self.index.unchanged_since(g) && !leaf.is_dead() && leaf.lock_if_unchanged(v)).then(|| leaf.clone())
+        });
+        if let Some(leaf) = locked {
+            local::settle(self.id, &self.hot);
+            return leaf;
         }
         loop {
             let leaf = self.index.load().route(key).clone();
@@ -647,9 +658,14 @@ impl Store {
     /// `leaf`; unlocks it (also on error) and frees the record if it was
     /// not published.
     fn write_and_put_locked(&self, leaf: Arc<LeafRef>, key: &[u8], value: &[u8], h: u32) -> Result<()> {
+        // Counted as a new key now, while no write-back is in flight (a
+        // fetch-add after the record's stores would wait for them);
+        // `put_locked` corrects the counts for a replacement or a failure.
+        self.count(1, key.len() + value.len(), 1);
         let (rec, untouched) = match self.new_record(key, h, value) {
             Ok(r) => r,
             Err(e) => {
+                self.count(1, key.len() + value.len(), -1);
                 leaf.unlock();
                 return Err(e);
             }
@@ -657,10 +673,19 @@ impl Store {
         self.put_locked(leaf, key, value.len(), rec, untouched, h)
     }
 
+    /// Add `sign` × (`keys` keys of `bytes` bytes) to the store's counts.
+    #[inline]
+    fn count(&self, keys: i64, bytes: usize, sign: i64) {
+        self.keys.fetch_add(sign * keys, Ordering::Relaxed);
+        self.bytes.fetch_add(sign * bytes as i64, Ordering::Relaxed);
+    }
+
     /// Insert or replace with the record `rec` (key hash `h`) in the locked
     /// `leaf`; unlocks it (also on error). Frees `rec` if it fails before
     /// publishing it. `untouched`: `rec`'s block was zero on media before
-    /// the record was written (`Heap::alloc_untouched`).
+    /// the record was written (`Heap::alloc_untouched`). The caller has
+    /// already counted the put as a new key of `vlen`-byte value; this
+    /// corrects the counts for a replacement or a failure.
     ///
     /// A new key whose record is in an untouched block, going into a slot
     /// that is zero on media ([`LeafRef::safe`]), is published in one
@@ -679,6 +704,7 @@ impl Store {
         let unpublished = |leaf: &LeafRef, e: Error| {
             leaf.unlock();
             let _ = self.heap.free(rec);
+            self.count(1, key.len() + vlen, -1);
             Err(e)
         };
         loop {
@@ -694,7 +720,7 @@ impl Store {
             }
             let old = self.find(leaf.off, key, fp);
             let safe = leaf.safe() & !bits;
-            let d = if old.is_none() && untouched && safe != 0 {
+            if old.is_none() && untouched && safe != 0 {
                 // A new key, its record in a block that was zero on media,
                 // into a slot that is zero on media: record, slot and
                 // bitmap bit become durable in one drain. Should the bit
@@ -705,48 +731,57 @@ impl Store {
                 // so that recovery knows which records to check.
                 let j = safe.trailing_zeros() as usize;
                 leaf.set_safe(leaf.safe() & !(1 << j));
-                leaf::write_slot_unverified(r, leaf.off, j, rec, fp);
-                leaf::publish_bitmap(r, leaf.off, bits | (1 << j));
-                r.drain()
-            } else {
-                // Two drains: the slot (and, for a replacement, the record)
-                // durable before the bitmap names it, since the bitmap also
-                // drops the old slot, whose record must survive a torn
-                // replacement. Free slots that may hold stale offsets are
-                // zeroed in the same first drain, so that later inserts
-                // into them take the one-drain path.
-                let j = (!bits).trailing_zeros() as usize;
-                leaf::write_slot(r, leaf.off, j, rec, fp);
-                let zeroed = !bits & !leaf.safe() & !(1 << j);
-                leaf::zero_slots(r, leaf.off, zeroed);
-                if let Err(e) = r.drain() {
-                    leaf.set_safe(0);
-                    return unpublished(&leaf, e.into());
+                // The bucket's stamp from before the publish: caching the
+                // record later is safe only if nothing touched the bucket
+                // since (see `local`).
+                let stamp = self.hot.stamp(h);
+                leaf::insert_unverified(r, leaf.off, j, rec, fp, bits | (1 << j));
+                let d = r.drain();
+                leaf.unlock();
+                if d.is_ok() {
+                    // Nothing after the drain may be a locked instruction
+                    // (it would wait for the write-back): the leaf
+                    // reference and the cache fill go to the thread's next
+                    // write.
+                    local::defer(self.id, &self.hot, leaf, local::CacheFill { h, stamp, rec });
+                } else {
+                    // Published, so not freed; the pool is unusable now.
+                    self.hot.replace(h, None, None);
                 }
-                leaf.set_safe((leaf.safe() | zeroed) & !(1 << j));
-                let mut nb = bits | (1 << j);
-                if let Some(o) = &old {
-                    nb &= !(1u64 << o.slot);
-                }
-                leaf::publish_bitmap(r, leaf.off, nb);
-                r.drain()
-            };
+                return d.map_err(Error::from);
+            }
+            // Two drains: the slot (and, for a replacement, the record)
+            // durable before the bitmap names it, since the bitmap also
+            // drops the old slot, whose record must survive a torn
+            // replacement. Free slots that may hold stale offsets are
+            // zeroed in the same first drain, so that later inserts into
+            // them take the one-drain path.
+            let j = (!bits).trailing_zeros() as usize;
+            leaf::write_slot(r, leaf.off, j, rec, fp);
+            let zeroed = !bits & !leaf.safe() & !(1 << j);
+            leaf::zero_slots(r, leaf.off, zeroed);
+            if let Err(e) = r.drain() {
+                leaf.set_safe(0);
+                return unpublished(&leaf, e.into());
+            }
+            leaf.set_safe((leaf.safe() | zeroed) & !(1 << j));
+            let mut nb = bits | (1 << j);
+            if let Some(o) = &old {
+                nb &= !(1u64 << o.slot);
+            }
+            leaf::publish_bitmap(r, leaf.off, nb);
+            let d = r.drain();
             // Published: from here the record is the key's, even if the
             // drain fails (the pool is then unusable), so it is not freed.
             // The cache must stop naming the old record before the leaf
             // unlocks, and may name the new one once it is durable.
             self.hot.replace(h, old.as_ref().map(|o| o.rec), d.is_ok().then_some(rec));
             leaf.unlock();
-            match old {
-                Some(o) => {
-                    let ok = leaf::record_lens(r, o.rec).map_or(0, |(_, v)| v as i64);
-                    self.bytes.fetch_add(vlen as i64 - ok, Ordering::Relaxed);
-                    let _ = self.heap.retire(o.rec);
-                }
-                None => {
-                    self.keys.fetch_add(1, Ordering::Relaxed);
-                    self.bytes.fetch_add((key.len() + vlen) as i64, Ordering::Relaxed);
-                }
+            if let Some(o) = old {
+                // Counted as a new key: it replaced one.
+                let ov = leaf::record_lens(r, o.rec).map_or(0, |(_, v)| v);
+                self.count(1, key.len() + ov, -1);
+                let _ = self.heap.retire(o.rec);
             }
             return d.map_err(Error::from);
         }
@@ -1012,6 +1047,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        local::forget(self.id);
         if let Err(e) = self.close_inner() {
             log::error!("{}: clean close failed, the next open will recover: {e}", self.path.display());
         }
