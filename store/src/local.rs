@@ -75,10 +75,12 @@ thread_local! {
 
 /// Run `f` on the current root of `index` (store `store`), loaded only if
 /// the generation `g` (read by the caller just before) differs from the
-/// snapshot kept from last time.
+/// snapshot kept from last time. (During the thread's teardown, when its
+/// state is gone, `f` runs on a snapshot loaded for the call.)
 #[inline]
 pub(crate) fn with_root<T>(store: u64, index: &Index, g: u64, f: impl FnOnce(&Node) -> T) -> T {
-    LOCAL.with(|l| {
+    let mut f = Some(f);
+    let kept = LOCAL.try_with(|l| {
         let mut l = l.borrow_mut();
         l.claim(store);
         if !matches!(&l.snap, Some((sg, _)) if *sg == g) {
@@ -86,8 +88,13 @@ pub(crate) fn with_root<T>(store: u64, index: &Index, g: u64, f: impl FnOnce(&No
         }
         // The snapshot stays alive in `l` while `f` runs (the borrow is
         // held, so nothing replaces it).
+        let f = f.take().expect("runs once");
         f(&l.snap.as_ref().expect("set above").1)
-    })
+    });
+    match kept {
+        Ok(t) => t,
+        Err(_) => (f.take().expect("did not run"))(&index.load()),
+    }
 }
 
 /// Run what an earlier insert of this thread left for store `store`: drop
@@ -95,13 +102,15 @@ pub(crate) fn with_root<T>(store: u64, index: &Index, g: u64, f: impl FnOnce(&No
 /// held (see the module docs).
 #[inline]
 pub(crate) fn settle(store: u64, hot: &Hot) {
-    let (fill, leaf) = LOCAL.with(|l| {
-        let mut l = l.borrow_mut();
-        if l.store != store {
-            return (None, None);
-        }
-        (l.fill.take(), l.leaf.take())
-    });
+    let (fill, leaf) = LOCAL
+        .try_with(|l| {
+            let mut l = l.borrow_mut();
+            if l.store != store {
+                return (None, None);
+            }
+            (l.fill.take(), l.leaf.take())
+        })
+        .unwrap_or((None, None));
     if let Some(c) = fill {
         hot.insert(c.h, c.stamp, c.rec);
     }
@@ -110,20 +119,23 @@ pub(crate) fn settle(store: u64, hot: &Hot) {
 
 /// Leave `leaf` (unlocked by the caller) and the point-cache fill `fill`
 /// for the thread's next write to store `store`. If the thread's state
-/// belongs to another store, or still holds an earlier insert's leaf, the
-/// work is done now instead.
+/// belongs to another store, still holds an earlier insert's work, or is
+/// gone (thread teardown), the work is done now instead.
 #[inline]
 pub(crate) fn defer(store: u64, hot: &Hot, leaf: Arc<LeafRef>, fill: CacheFill) {
-    let back = LOCAL.with(|l| {
-        let mut l = l.borrow_mut();
-        if l.store != store || l.leaf.is_some() || l.fill.is_some() {
-            return Some(leaf);
-        }
-        l.leaf = Some(leaf);
-        l.fill = Some(fill);
-        None
-    });
-    if let Some(leaf) = back {
+    let mut leaf = Some(leaf);
+    let kept = LOCAL
+        .try_with(|l| {
+            let mut l = l.borrow_mut();
+            if l.store != store || l.leaf.is_some() || l.fill.is_some() {
+                return false;
+            }
+            l.leaf = leaf.take();
+            l.fill = Some(fill);
+            true
+        })
+        .unwrap_or(false);
+    if !kept {
         hot.insert(fill.h, fill.stamp, fill.rec);
         drop(leaf);
     }

@@ -661,11 +661,11 @@ impl Store {
         // Counted as a new key now, while no write-back is in flight (a
         // fetch-add after the record's stores would wait for them);
         // `put_locked` corrects the counts for a replacement or a failure.
-        self.count(1, key.len() + value.len(), 1);
+        self.count(key.len() + value.len(), 1);
         let (rec, untouched) = match self.new_record(key, h, value) {
             Ok(r) => r,
             Err(e) => {
-                self.count(1, key.len() + value.len(), -1);
+                self.count(key.len() + value.len(), -1);
                 leaf.unlock();
                 return Err(e);
             }
@@ -673,10 +673,10 @@ impl Store {
         self.put_locked(leaf, key, value.len(), rec, untouched, h)
     }
 
-    /// Add `sign` × (`keys` keys of `bytes` bytes) to the store's counts.
+    /// Count one key of `bytes` bytes in (`sign` 1) or out (`sign` -1).
     #[inline]
-    fn count(&self, keys: i64, bytes: usize, sign: i64) {
-        self.keys.fetch_add(sign * keys, Ordering::Relaxed);
+    fn count(&self, bytes: usize, sign: i64) {
+        self.keys.fetch_add(sign, Ordering::Relaxed);
         self.bytes.fetch_add(sign * bytes as i64, Ordering::Relaxed);
     }
 
@@ -704,7 +704,7 @@ impl Store {
         let unpublished = |leaf: &LeafRef, e: Error| {
             leaf.unlock();
             let _ = self.heap.free(rec);
-            self.count(1, key.len() + vlen, -1);
+            self.count(key.len() + vlen, -1);
             Err(e)
         };
         loop {
@@ -780,7 +780,7 @@ impl Store {
             if let Some(o) = old {
                 // Counted as a new key: it replaced one.
                 let ov = leaf::record_lens(r, o.rec).map_or(0, |(_, v)| v);
-                self.count(1, key.len() + ov, -1);
+                self.count(key.len() + ov, -1);
                 let _ = self.heap.retire(o.rec);
             }
             return d.map_err(Error::from);
