@@ -112,11 +112,16 @@ pub enum Kind {
     PoolFull,
     /// Many small transactions through a small log: it wraps several times.
     LogWrap,
+    /// 2 KiB records fill the pool and are all deleted (their slabs go back
+    /// to the page pool); one-line records of another class then get new
+    /// slabs on the same pages, so one-drain inserts land in blocks that
+    /// held whole records before (zeroed when their slab was made).
+    SlabReuse,
 }
 
 impl Kind {
     /// Every workload.
-    pub const ALL: [Kind; 4] = [Kind::Mixed, Kind::FillDrain, Kind::PoolFull, Kind::LogWrap];
+    pub const ALL: [Kind; 5] = [Kind::Mixed, Kind::FillDrain, Kind::PoolFull, Kind::LogWrap, Kind::SlabReuse];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
@@ -125,6 +130,7 @@ impl Kind {
             Kind::FillDrain => "fill-drain",
             Kind::PoolFull => "pool-full",
             Kind::LogWrap => "log-wrap",
+            Kind::SlabReuse => "slab-reuse",
         }
     }
 
@@ -228,6 +234,34 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
                 } else {
                     let len = rng.gen_range(20_000..120_000);
                     Op::Put(key(&mut rng, 40), vec![rng.r#gen(); len])
+                }
+            }
+            Kind::SlabReuse => {
+                let (fill, drain) = (n * 4 / 10, n * 6 / 10);
+                if i < fill {
+                    // ~2 KiB records, 8 to a batch, until the pool is full
+                    // (later batches fail with PoolFull).
+                    Op::Batch(
+                        (0..8)
+                            .map(|d| {
+                                (
+                                    format!("r{:05}", i * 8 + d).into_bytes(),
+                                    Some(vec![rng.r#gen(); rng.gen_range(1800..2000)]),
+                                )
+                            })
+                            .collect(),
+                    )
+                } else if i < drain {
+                    // Every record deleted.
+                    let per = (fill * 8).div_ceil((drain - fill).max(1));
+                    let j = (i - fill) * per;
+                    Op::Batch((j..(j + per).min(fill * 8)).map(|d| (format!("r{d:05}").into_bytes(), None)).collect())
+                } else {
+                    // One-line records: another class, whose new slabs can
+                    // only take the freed pages; a block at an old record's
+                    // start, written by a one-drain insert whose line does
+                    // not land, must not bring the old record back.
+                    Op::Put(format!("t{i:05}").into_bytes(), vec![rng.r#gen(); rng.gen_range(0..40)])
                 }
             }
             Kind::LogWrap => {
