@@ -393,9 +393,9 @@ mod loom_tests {
     /// reads the bucket's stamp, publishes the new key, unlocks, and only
     /// later inserts the record with that stamp. Meanwhile a reader may
     /// miss and fill the same key, and a second writer may replace it.
-    /// Once all are done, no entry names the replaced record. (Reading the stamp after the publish instead fails: the
-    /// reader's fill and the writer's both land, and the replace updates
-    /// only one of them.)
+    /// Once all are done, no entry names the replaced record. (Reading the
+    /// stamp after the publish instead fails: the reader's fill and the
+    /// writer's both land, and the replace updates only one of them.)
     #[test]
     fn loom_deferred_fill() {
         loom::model(|| {

@@ -56,8 +56,8 @@ struct Local {
     store: u64,
     /// The index generation and the root loaded after reading it.
     snap: Option<(u64, Arc<Node>)>,
-    fill: Option<CacheFill>,
-    leaf: Option<Arc<LeafRef>>,
+    /// The last insert's leaf reference and cache fill, left for later.
+    pending: Option<(Arc<LeafRef>, CacheFill)>,
 }
 
 impl Local {
@@ -102,19 +102,17 @@ pub(crate) fn with_root<T>(store: u64, index: &Index, g: u64, f: impl FnOnce(&No
 /// held (see the module docs).
 #[inline]
 pub(crate) fn settle(store: u64, hot: &Hot) {
-    let (fill, leaf) = LOCAL
+    let pending = LOCAL
         .try_with(|l| {
             let mut l = l.borrow_mut();
-            if l.store != store {
-                return (None, None);
-            }
-            (l.fill.take(), l.leaf.take())
+            if l.store != store { None } else { l.pending.take() }
         })
-        .unwrap_or((None, None));
-    if let Some(c) = fill {
+        .ok()
+        .flatten();
+    if let Some((leaf, c)) = pending {
         hot.insert(c.h, c.stamp, c.rec);
+        drop(leaf);
     }
-    drop(leaf);
 }
 
 /// Leave `leaf` (unlocked by the caller) and the point-cache fill `fill`
@@ -123,20 +121,15 @@ pub(crate) fn settle(store: u64, hot: &Hot) {
 /// gone (thread teardown), the work is done now instead.
 #[inline]
 pub(crate) fn defer(store: u64, hot: &Hot, leaf: Arc<LeafRef>, fill: CacheFill) {
-    let mut leaf = Some(leaf);
-    let kept = LOCAL
-        .try_with(|l| {
-            let mut l = l.borrow_mut();
-            if l.store != store || l.leaf.is_some() || l.fill.is_some() {
-                return false;
-            }
-            l.leaf = leaf.take();
-            l.fill = Some(fill);
-            true
-        })
-        .unwrap_or(false);
-    if !kept {
-        hot.insert(fill.h, fill.stamp, fill.rec);
+    let mut work = Some((leaf, fill));
+    let _ = LOCAL.try_with(|l| {
+        let mut l = l.borrow_mut();
+        if l.store == store && l.pending.is_none() {
+            l.pending = work.take();
+        }
+    });
+    if let Some((leaf, c)) = work {
+        hot.insert(c.h, c.stamp, c.rec);
         drop(leaf);
     }
 }
