@@ -82,13 +82,13 @@ impl LeafRef {
         self.scanned.store(v + 1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The cached key-ordered view of the leaf, if it describes version
-    /// `v` (a version `read_begin` returned).
+    /// The cached key-ordered view of the leaf, if any; the caller uses it
+    /// only if it describes the version `read_begin` returned. A guard, not
+    /// a clone: no reference count is touched.
     #[cfg(not(loom))]
     #[inline]
-    pub(crate) fn view_at(&self, v: u64) -> Option<Arc<crate::view::LeafView>> {
-        let g = self.view.load();
-        g.as_ref().filter(|x| x.version == v).cloned()
+    pub(crate) fn view(&self) -> arc_swap::Guard<Option<Arc<crate::view::LeafView>>> {
+        self.view.load()
     }
 
     /// Cache `view` (built at a version the caller validated).
@@ -327,6 +327,15 @@ enum Kids {
     Leaves(Vec<Arc<LeafRef>>),
 }
 
+/// The leaf after a routed one, as the node over it describes it.
+pub(crate) struct Next<'a> {
+    pub leaf: &'a Arc<LeafRef>,
+    /// Its separator (the same bytes as `leaf.sep`).
+    pub sep: &'a [u8],
+    /// Its region offset (`leaf.off`).
+    pub off: u64,
+}
+
 /// An immutable index node: separator `i` is the lowest key under child
 /// `i`; the leftmost node on every level starts with the empty key.
 #[derive(Debug)]
@@ -363,11 +372,13 @@ impl Node {
     }
 
     /// The leaf whose range holds `key`, and the leaf after it (the one
-    /// with the smallest separator greater than its own), in one walk: the nearest
-    /// subtree right of the path supplies the next leaf when the leaf is
-    /// the last of its node.
+    /// with the smallest separator greater than its own), in one walk: the
+    /// nearest subtree right of the path supplies the next leaf when the
+    /// leaf is the last of its node. The next leaf's separator and offset
+    /// come from the node over it, so a scan learns where it goes next
+    /// without touching that leaf's `LeafRef`.
     #[inline]
-    pub(crate) fn route_and_next(&self, key: &[u8]) -> (&Arc<LeafRef>, Option<&Arc<LeafRef>>) {
+    pub(crate) fn route_and_next(&self, key: &[u8]) -> (&Arc<LeafRef>, Option<Next<'_>>) {
         let mut n = self;
         let mut right: Option<&Node> = None;
         loop {
@@ -379,7 +390,17 @@ impl Node {
                     }
                     n = &c[i];
                 }
-                Kids::Leaves(l) => return (&l[i], l.get(i + 1).or_else(|| right.map(|r| r.leftmost()))),
+                Kids::Leaves(l) => {
+                    let next = match l.get(i + 1) {
+                        Some(x) => Some(Next { leaf: x, sep: n.seps.get(i + 1), off: n.offs[i + 1] }),
+                        None => right.map(|r| {
+                            let m = r.leftmost_node();
+                            Next { leaf: &m.leaves()[0], sep: m.seps.get(0), off: m.offs[0] }
+                        }),
+                    };
+                    debug_assert!(next.as_ref().is_none_or(|x| *x.sep == *x.leaf.sep && x.off == x.leaf.off));
+                    return (&l[i], next);
+                }
             }
         }
     }
@@ -402,10 +423,18 @@ impl Node {
         }
     }
 
-    fn leftmost(&self) -> &Arc<LeafRef> {
+    /// The leftmost node over leaves under this one.
+    fn leftmost_node(&self) -> &Node {
         match &self.kids {
-            Kids::Inner(c) => c[0].leftmost(),
-            Kids::Leaves(l) => &l[0],
+            Kids::Inner(c) => c[0].leftmost_node(),
+            Kids::Leaves(_) => self,
+        }
+    }
+
+    fn leaves(&self) -> &[Arc<LeafRef>] {
+        match &self.kids {
+            Kids::Leaves(l) => l,
+            Kids::Inner(_) => &[],
         }
     }
 
@@ -685,31 +714,44 @@ mod tests {
             let want =
                 model.range::<String, _>((std::ops::Bound::Excluded(s.clone()), std::ops::Bound::Unbounded)).next();
             let got = snap.route_and_next(s.as_bytes()).1.map(|l| (l.sep.to_vec(), l.off));
+            assert_eq!(got, snap.route_and_next(s.as_bytes()).1.map(|l| (l.leaf.sep.to_vec(), l.leaf.off)));
             assert_eq!(got, want.map(|(k, v)| (k.as_bytes().to_vec(), *v)));
             let want = model.range(..s.clone()).next_back();
             let got = snap.before(s.as_bytes()).map(|l| (l.sep.to_vec(), l.off));
             assert_eq!(got, want.map(|(k, v)| (k.as_bytes().to_vec(), *v)));
         }
         // One walk gives the leaf and its successor, also where the leaf is
-        // the last of its node (every key is probed, and one just above it).
-        let pair = |l: Option<&Arc<LeafRef>>| l.map(|l| (l.sep.to_vec(), l.off));
-        for s in model.keys() {
-            for probe in [s.clone(), format!("{s}5")] {
-                let (leaf, next) = snap.route_and_next(probe.as_bytes());
-                let want = model.range(..=probe.clone()).next_back().unwrap();
-                assert_eq!((&*leaf.sep, leaf.off), (want.0.as_bytes(), *want.1), "{probe}");
-                let want_next = model
-                    .range::<String, _>((std::ops::Bound::Excluded(want.0.clone()), std::ops::Bound::Unbounded))
-                    .next();
-                assert_eq!(pair(next), want_next.map(|(k, v)| (k.as_bytes().to_vec(), *v)), "after {probe}");
+        // the last of its node (every key is probed, and one just above it);
+        // the node over the successor gives its separator and offset.
+        fn neighbours(idx: &Index, model: &std::collections::BTreeMap<String, u64>) {
+            let snap = idx.load();
+            for s in model.keys() {
+                for probe in [s.clone(), format!("{s}5")] {
+                    let (leaf, next) = snap.route_and_next(probe.as_bytes());
+                    let want = model.range(..=probe.clone()).next_back().unwrap();
+                    assert_eq!((&*leaf.sep, leaf.off), (want.0.as_bytes(), *want.1), "{probe}");
+                    let want_next = model
+                        .range::<String, _>((std::ops::Bound::Excluded(want.0.clone()), std::ops::Bound::Unbounded))
+                        .next();
+                    let got = next.map(|l| {
+                        assert_eq!((l.sep, l.off), (&*l.leaf.sep, l.leaf.off), "after {probe}");
+                        (l.sep.to_vec(), l.off)
+                    });
+                    assert_eq!(got, want_next.map(|(k, v)| (k.as_bytes().to_vec(), *v)), "after {probe}");
+                }
             }
         }
+        neighbours(&idx, &model);
         drop(snap);
+        // Removals that take the first leaves of nodes too: every other
+        // key, then a run longer than a node.
         let all: Vec<String> = model.keys().cloned().collect();
-        for s in all.iter().skip(1).step_by(2) {
-            idx.remove(s.as_bytes());
-            model.remove(s);
+        for s in all.iter().skip(1).step_by(2).chain(all.iter().skip(301).take(2 * FANOUT)) {
+            if model.remove(s).is_some() {
+                idx.remove(s.as_bytes());
+            }
         }
+        neighbours(&idx, &model);
         let got: Vec<(Vec<u8>, u64)> = idx.entries().into_iter().map(|(k, l)| (k.to_vec(), l.off)).collect();
         let want: Vec<(Vec<u8>, u64)> = model.iter().map(|(k, v)| (k.as_bytes().to_vec(), *v)).collect();
         assert_eq!(got, want);

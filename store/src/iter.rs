@@ -17,7 +17,6 @@ use crate::leaf;
 use crate::store::Store;
 use crate::view::LeafView;
 use daxkv_alloc::Guard;
-use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -30,15 +29,18 @@ pub struct Iter<'a> {
     fwd: bool,
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
-    cursor: Option<Arc<[u8]>>,
+    /// Where the next leaf's part starts (its separator, or forward
+    /// the separator of the leaf after it), once the first leaf is done.
+    cursor: Option<Vec<u8>>,
     /// The last record taken into `buf` (its key bounds the next leaf's
     /// part). Read from the pool when needed: the iterator's pin keeps the
     /// record from being reused, and by then it has usually been returned
     /// and is cached.
     last: Option<u64>,
-    buf: VecDeque<u64>,
-    /// Scratch: one leaf's records in the range, in order.
-    picked: Vec<u64>,
+    /// One leaf's records in the range, in the order returned; those
+    /// before `pos` were returned.
+    buf: Vec<u64>,
+    pos: usize,
     done: bool,
     _pin: Guard,
 }
@@ -77,21 +79,32 @@ impl<'a> Iter<'a> {
     pub(crate) fn new(store: &'a Store, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, fwd: bool) -> Iter<'a> {
         let done = store.live().is_err();
         let _pin = store.heap.pin();
-        Iter { store, fwd, lo, hi, cursor: None, last: None, buf: VecDeque::new(), picked: Vec::new(), done, _pin }
+        // A leaf holds at most `SLOTS` records: one allocation for any scan.
+        let buf = Vec::with_capacity(leaf::SLOTS);
+        Iter { store, fwd, lo, hi, cursor: None, last: None, buf, pos: 0, done, _pin }
     }
 
+    /// Refill `buf` with the next leaf's records in the range (or set
+    /// `done`). Called only once `buf` is used up.
     fn fill(&mut self) {
         let s = self.store;
         let r = &*s.region;
+        self.buf.clear();
+        self.pos = 0;
         loop {
+            let generation = s.index.generation();
             let snap = s.index.load();
-            // The leaf, and the one after it in the scan's direction.
-            let (leaf, ahead) = match (&self.cursor, self.fwd) {
-                (None, true) => match &self.lo {
-                    Bound::Unbounded => snap.route_and_next(b""),
-                    Bound::Included(k) | Bound::Excluded(k) => snap.route_and_next(k),
-                },
-                (Some(c), true) => snap.route_and_next(c),
+            // The leaf, and where the one after it in the scan's direction
+            // is (and, forward, its separator: where the scan goes next).
+            let (leaf, ahead, next) = match (&self.cursor, self.fwd) {
+                (cursor, true) => {
+                    let (leaf, next) = match (cursor, &self.lo) {
+                        (Some(c), _) => snap.route_and_next(c),
+                        (None, Bound::Unbounded) => snap.route_and_next(b""),
+                        (None, Bound::Included(k) | Bound::Excluded(k)) => snap.route_and_next(k),
+                    };
+                    (leaf, next.as_ref().map(|n| n.off), next.map(|n| n.sep))
+                }
                 (cursor, false) => {
                     let leaf = match (cursor, &self.hi) {
                         (None, Bound::Unbounded) => snap.rightmost(),
@@ -104,39 +117,42 @@ impl<'a> Iter<'a> {
                             }
                         },
                     };
-                    (leaf, snap.before(&leaf.sep))
+                    (leaf, snap.before(&leaf.sep).map(|l| l.off), None)
                 }
             };
-            let sep = &leaf.sep;
             let v = leaf.read_begin();
-            if let Some(n) = ahead {
-                leaf::prefetch(r, n.off);
+            if let Some(off) = ahead {
+                leaf::prefetch(r, off);
             }
-            let next = if self.fwd { ahead.map(|l| l.sep.clone()) } else { None };
             // This leaf's records in the range, in the order returned: from
             // the cached view of the leaf if an earlier scan left one for this
             // version; otherwise every record's key is read (their cache
             // misses started at once) and sorted. A leaf scanned a second
             // time unchanged gets its view cached; one scanned once does
             // not pay for one.
-            self.picked.clear();
-            let cached = leaf.view_at(v);
+            let guard = leaf.view();
+            let cached = guard.as_deref().filter(|x| x.version == v);
+            if let Some(view) = cached {
+                view.prefetch();
+            }
             if cached.is_some() || leaf.scanned_at(v) {
-                let (view, fresh) = match cached {
-                    Some(view) => (view, false),
-                    None => (Arc::new(LeafView::build(r, v, &leaf_records(r, leaf.off))), true),
+                let built = match cached {
+                    Some(_) => None,
+                    None => Some(Arc::new(LeafView::build(r, v, &leaf_records(r, leaf.off)))),
                 };
-                let (a, b) = self.part(r, &view);
-                if !(leaf.validate(v) && s.index.is_current(&snap)) {
+                let view = cached.or(built.as_deref()).expect("a view");
+                let (a, b) = self.part(r, view);
+                if !(leaf.validate(v) && s.index.unchanged_since(generation)) {
                     continue;
                 }
-                if fresh {
-                    leaf.set_view(view.clone());
-                }
+                let recs = view.recs(a, b);
                 if self.fwd {
-                    self.picked.extend((a..b).map(|i| view.rec(i)));
+                    self.buf.extend_from_slice(recs);
                 } else {
-                    self.picked.extend((a..b).rev().map(|i| view.rec(i)));
+                    self.buf.extend(recs.iter().rev());
+                }
+                if let Some(fresh) = built {
+                    leaf.set_view(fresh);
                 }
             } else {
                 let recs = leaf_records(r, leaf.off);
@@ -153,7 +169,7 @@ impl<'a> Iter<'a> {
                         got.push((0, k, rec));
                     }
                 }
-                if !(leaf.validate(v) && s.index.is_current(&snap)) {
+                if !(leaf.validate(v) && s.index.unchanged_since(generation)) {
                     continue;
                 }
                 leaf.mark_scanned(v);
@@ -161,27 +177,35 @@ impl<'a> Iter<'a> {
                 if !self.fwd {
                     got.reverse();
                 }
-                self.picked.extend(got.iter().map(|g| g.2));
+                self.buf.extend(got.iter().map(|g| g.2));
             }
-            if self.fwd {
+            // Where the scan goes next: copied into the iterator's own
+            // buffer (no reference count touched).
+            let to = if self.fwd {
                 match next {
-                    Some(n) if below(&self.hi, &n) => self.cursor = Some(n),
-                    _ => self.done = true,
+                    Some(n) if below(&self.hi, n) => Some(n),
+                    _ => None,
                 }
             } else {
-                if sep.is_empty() || !above(&self.lo, sep) {
-                    self.done = true;
+                let sep: &[u8] = &leaf.sep;
+                (!sep.is_empty() && above(&self.lo, sep)).then_some(sep)
+            };
+            match to {
+                Some(k) => {
+                    let c = self.cursor.get_or_insert_with(Vec::new);
+                    c.clear();
+                    c.extend_from_slice(k);
                 }
-                self.cursor = Some(sep.clone());
+                None => self.done = true,
             }
-            if let Some(&last) = self.picked.last() {
+            if let Some(&last) = self.buf.last() {
                 self.last = Some(last);
-                self.buf.extend(self.picked.drain(..));
                 for &rec in self.buf.iter().take(AHEAD) {
                     leaf::prefetch_record(r, rec);
                 }
+                return;
             }
-            if !self.buf.is_empty() || self.done {
+            if self.done {
                 return;
             }
         }
@@ -230,15 +254,17 @@ impl Iter<'_> {
     /// The borrow lasts until the next call; the iterator's pin keeps the
     /// record from being reused meanwhile. Interleaves with `next`.
     pub fn next_ref(&mut self) -> Option<(&[u8], &[u8])> {
-        while self.buf.is_empty() && !self.done {
+        while self.pos == self.buf.len() && !self.done {
             self.fill();
         }
         let r = &*self.store.region;
         // Keep the record AHEAD places on in flight.
-        if let Some(&ahead) = self.buf.get(AHEAD) {
+        if let Some(&ahead) = self.buf.get(self.pos + AHEAD) {
             leaf::prefetch_record(r, ahead);
         }
-        self.buf.pop_front().map(|rec| (leaf::record_key(r, rec), leaf::record_value(r, rec)))
+        let rec = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some((leaf::record_key(r, rec), leaf::record_value(r, rec)))
     }
 }
 
