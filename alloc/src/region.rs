@@ -384,6 +384,25 @@ impl Region {
         let _ = x;
     }
 
+    /// Hint that the `len` bytes at address `addr` in DRAM will be read
+    /// soon (one prefetch per line). The address is never dereferenced and
+    /// need not be valid any more: a hint kept beside a pointer that may
+    /// have changed (or been freed) since costs at most a wasted prefetch.
+    #[inline]
+    pub fn prefetch_addr(addr: usize, len: usize) {
+        let mut line = addr & !63;
+        let end = addr.saturating_add(len.max(1));
+        while line < end {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch never faults and changes no memory, whatever
+            // the address; the pointer made from it is never dereferenced.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(line as *const i8)
+            };
+            line += 64;
+        }
+    }
+
     /// Hint that the cache lines of `[off, off + len)` will be read soon
     /// (one prefetch per line, all issued at once so their misses overlap).
     /// Lines outside the region are skipped.

@@ -103,7 +103,11 @@ impl<'a> Iter<'a> {
                         (None, Bound::Unbounded) => snap.route_and_next(b""),
                         (None, Bound::Included(k) | Bound::Excluded(k)) => snap.route_and_next(k),
                     };
-                    (leaf, next.as_ref().map(|n| n.off), next.map(|n| n.sep))
+                    if let Some(n) = &next {
+                        // Its lock word and view hints, for the next fill.
+                        daxkv_alloc::Region::prefetch_ref(&**n.leaf);
+                    }
+                    (leaf, next.as_ref().map(|n| (n.off, Some(n.leaf))), next.map(|n| n.sep))
                 }
                 (cursor, false) => {
                     let leaf = match (cursor, &self.hi) {
@@ -117,11 +121,12 @@ impl<'a> Iter<'a> {
                             }
                         },
                     };
-                    (leaf, snap.before(&leaf.sep).map(|l| l.off), None)
+                    (leaf, snap.before(&leaf.sep).map(|l| (l.off, None)), None)
                 }
             };
+            leaf.prefetch_view();
             let v = leaf.read_begin();
-            if let Some(off) = ahead {
+            if let Some((off, _)) = ahead {
                 leaf::prefetch(r, off);
             }
             // This leaf's records in the range, in the order returned: from
@@ -199,6 +204,9 @@ impl<'a> Iter<'a> {
                 None => self.done = true,
             }
             if let Some(&last) = self.buf.last() {
+                if let (Some((_, Some(n))), false) = (ahead, self.done) {
+                    n.prefetch_view();
+                }
                 self.last = Some(last);
                 for &rec in self.buf.iter().take(AHEAD) {
                     leaf::prefetch_record(r, rec);

@@ -88,6 +88,14 @@ impl LeafView {
         }
     }
 
+    /// Where the view keeps what a search reads first, for
+    /// [`crate::index::LeafRef`]'s prefetch hint: the integers' address and
+    /// length in bytes.
+    #[inline]
+    pub(crate) fn search_bytes(&self) -> (usize, usize) {
+        (self.data.as_ptr() as usize, 8 * self.len())
+    }
+
     /// The first position whose key is greater than `key` (`strict`) or at
     /// least `key`.
     pub(crate) fn search(&self, r: &Region, key: &[u8], strict: bool) -> usize {
