@@ -82,3 +82,57 @@ fn a_store_closed_and_another_opened_on_the_same_thread() {
         agrees(&d.pmem_store(&format!("p{i}"), 16 << 20), m, "reopened");
     }
 }
+
+/// Writes a store from its destructor, run when its thread exits.
+struct WriteOnExit(std::sync::Arc<Store>);
+
+impl Drop for WriteOnExit {
+    fn drop(&mut self) {
+        let s = &self.0;
+        // Enough writes to split leaves and to fill and reuse allocator
+        // caches, a large value (an extent, not a slab block), deletes,
+        // reads that borrow, and a scan: every path that pins or allocates.
+        for i in 0..2000u32 {
+            s.put(format!("exit{i:05}").as_bytes(), &[i as u8; 40]).unwrap();
+        }
+        s.put(b"exit-large", &vec![9u8; 100_000]).unwrap();
+        for i in (0..2000u32).step_by(2) {
+            assert!(s.delete(format!("exit{i:05}").as_bytes()).unwrap());
+        }
+        let v = s.get_ref(b"exit00001").unwrap().expect("present");
+        assert_eq!(&v[..], &[1u8; 40][..]);
+        drop(v);
+        assert_eq!(s.prefix(b"exit0").count(), 1000);
+    }
+}
+
+thread_local! {
+    static ON_EXIT: std::cell::RefCell<Option<WriteOnExit>> = const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn a_store_used_from_a_thread_local_destructor() {
+    let d = ShmDir::new("threads-tls-exit");
+    let s = std::sync::Arc::new(d.pmem_store("p", 32 << 20));
+    let mut model = Model::new();
+    for t in 0..3u8 {
+        let s2 = s.clone();
+        std::thread::spawn(move || {
+            // Registered first, so destroyed last: by the time its
+            // destructor runs, the thread-locals the store and its
+            // allocator use for this thread are gone.
+            ON_EXIT.with(|e| *e.borrow_mut() = Some(WriteOnExit(s2.clone())));
+            s2.put(&[b'x', t], b"before exit").unwrap();
+        })
+        .join()
+        .expect("the thread exits cleanly");
+        model.insert(vec![b'x', t], b"before exit".to_vec());
+    }
+    for i in (1..2000u32).step_by(2) {
+        model.insert(format!("exit{i:05}").into_bytes(), vec![i as u8; 40]);
+    }
+    model.insert(b"exit-large".to_vec(), vec![9u8; 100_000]);
+    agrees(&s, &model, "after the threads exited");
+    drop(s);
+    agrees(&d.pmem_store("p", 32 << 20), &model, "reopened");
+}

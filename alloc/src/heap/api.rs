@@ -32,6 +32,9 @@ struct Shared {
     cells: parking_lot::Mutex<Vec<Arc<CacheCell>>>,
     /// Retired blocks of threads that exited.
     orphans: parking_lot::Mutex<Vec<(u64, u64)>>,
+    /// Cells lent to threads whose thread-locals are gone (also in
+    /// `cells`); never freed, see `Heap::with_cell`.
+    spares: parking_lot::Mutex<Vec<Arc<CacheCell>>>,
     epoch: Epoch,
     large_pages: AtomicU64,
     /// Whether new slabs are zeroed, so that their blocks are handed out
@@ -166,6 +169,7 @@ impl Heap {
                     .collect(),
                 cells: parking_lot::Mutex::new(Vec::new()),
                 orphans: parking_lot::Mutex::new(Vec::new()),
+                spares: parking_lot::Mutex::new(Vec::new()),
                 epoch: Epoch::new(),
                 large_pages: AtomicU64::new(0),
                 zero_slabs,
@@ -367,11 +371,16 @@ impl Heap {
 
     /// Run `f` with this thread's cache cell (registering one on first use).
     /// The thread-local list stays borrowed (shared) while `f` runs.
+    ///
+    /// A thread whose thread-locals are being destroyed (a store used from
+    /// another thread-local's destructor) has no list any more: it borrows
+    /// a spare cell instead, claimed for the call, or until the last guard
+    /// pinned through it drops.
     #[inline]
     fn with_cell<R>(&self, f: impl FnOnce(&Arc<CacheCell>) -> R) -> R {
         let id = self.sh.id;
-        TLS.with(|t| {
-            let mut f = Some(f);
+        let mut f = Some(f);
+        let own = TLS.try_with(|t| {
             {
                 let list = t.borrow();
                 if let Some(e) = list.iter().find(|e| e.id == id) {
@@ -386,7 +395,16 @@ impl Heap {
                 list.push(TlsEntry { id, cell: cell.clone(), owner: Arc::downgrade(&self.sh) });
             }
             (f.take().expect("called once"))(&cell)
-        })
+        });
+        match own {
+            Ok(r) => r,
+            Err(_) => {
+                let cell = self.sh.claim_spare();
+                let r = (f.take().expect("not called yet"))(&cell);
+                cell.release_if_idle();
+                r
+            }
+        }
     }
 
     /// Allocate `size` bytes: the block's region offset, and whether the
@@ -780,7 +798,7 @@ impl Shared {
 
     fn with_own_cache(&self, f: impl FnOnce(&mut Cache)) {
         let id = self.id;
-        let cell = TLS.with(|t| t.borrow().iter().find(|e| e.id == id).map(|e| e.cell.clone()));
+        let cell = TLS.try_with(|t| t.borrow().iter().find(|e| e.id == id).map(|e| e.cell.clone())).ok().flatten();
         if let Some(cell) = cell {
             f(&mut cell.cache.lock());
         }
@@ -857,6 +875,25 @@ impl Shared {
     }
 
     /// A thread is gone: return its cached blocks, keep its retired ones.
+    /// A spare cell for a thread without thread-locals: an idle one, or a
+    /// new one. Spare cells are never freed (a guard points at its cell
+    /// without a reference), so there are at most as many as such threads
+    /// ever used the heap at once.
+    fn claim_spare(&self) -> Arc<CacheCell> {
+        let mut spares = self.spares.lock();
+        if let Some(c) = spares
+            .iter()
+            .find(|c| c.claimed.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
+        {
+            return c.clone();
+        }
+        let cell = Arc::new(CacheCell::new_spare(NCLASSES));
+        std::mem::forget(cell.clone());
+        self.cells.lock().push(cell.clone());
+        spares.push(cell.clone());
+        cell
+    }
+
     fn retire_cell(&self, cell: &Arc<CacheCell>) {
         {
             let mut c = cell.cache.lock();

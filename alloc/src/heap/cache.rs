@@ -36,6 +36,11 @@ pub(crate) struct CacheCell {
     /// Epoch this thread is pinned at, 0 when not pinned.
     pub pin: AtomicU64,
     nest: AtomicU32,
+    /// A spare cell, lent to threads whose thread-locals are gone (see
+    /// `Heap::with_cell`): never freed, and owned by one thread at a time,
+    /// the one that set `claimed`.
+    pub spare: bool,
+    pub claimed: std::sync::atomic::AtomicBool,
 }
 
 impl CacheCell {
@@ -49,6 +54,20 @@ impl CacheCell {
             cache: parking_lot::Mutex::new(Cache { bins: vec![Vec::new(); nclasses], ..Cache::default() }),
             pin: AtomicU64::new(0),
             nest: AtomicU32::new(0),
+            spare: false,
+            claimed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// A spare cell, claimed by its creator.
+    pub(crate) fn new_spare(nclasses: usize) -> CacheCell {
+        CacheCell { spare: true, claimed: std::sync::atomic::AtomicBool::new(true), ..CacheCell::new(nclasses) }
+    }
+
+    /// Give a spare cell back once its claimer has no guard on it left.
+    pub(crate) fn release_if_idle(&self) {
+        if self.spare && !self.pinned() {
+            self.claimed.store(false, Ordering::Release);
         }
     }
 }
@@ -135,13 +154,15 @@ pub struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         // The thread's TLS entry owns the cell and leaks it rather than
-        // free it under a live guard of its thread (`Guard` is not `Send`).
+        // free it under a live guard of its thread (`Guard` is not `Send`);
+        // a spare cell is never freed.
         // SAFETY: so the cell this guard points at is still allocated.
         let cell = unsafe { self.cell.as_ref() };
         let nest = cell.nest.load(Ordering::Relaxed);
         cell.nest.store(nest - 1, Ordering::Relaxed);
         if nest == 1 {
             cell.pin.store(0, Ordering::Release);
+            cell.release_if_idle();
         }
     }
 }
