@@ -390,16 +390,20 @@ impl Region {
     /// have changed (or been freed) since costs at most a wasted prefetch.
     #[inline]
     pub fn prefetch_addr(addr: usize, len: usize) {
-        let mut line = addr & !63;
-        let end = addr.saturating_add(len.max(1));
-        while line < end {
+        // Counted in lines, with wrapping steps: no address, however close
+        // to the top, can overflow the loop.
+        let first = addr & !63;
+        let lines = (addr - first).saturating_add(len.max(1)).div_ceil(64);
+        for i in 0..lines {
+            let line = first.wrapping_add(i.wrapping_mul(64));
             #[cfg(target_arch = "x86_64")]
             // SAFETY: a prefetch never faults and changes no memory, whatever
             // the address; the pointer made from it is never dereferenced.
             unsafe {
                 core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(line as *const i8)
             };
-            line += 64;
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = line;
         }
     }
 

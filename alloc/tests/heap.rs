@@ -351,3 +351,61 @@ fn two_threads_ten_million_blocks_each() {
     assert_eq!(s.free_bytes, s.heap_bytes);
     assert!(heap.audit([]).is_ok());
 }
+
+/// `stats` and `audit` read every thread's cache while threads retire
+/// blocks (which takes a thread's cache and then the list of caches, once
+/// enough are waiting): neither may wait on the other for ever.
+#[test]
+fn stats_and_audit_beside_retiring_threads() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let heap = Heap::format(region(64 << 20), 0, 64 << 20).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    for t in 0..3 {
+        let (heap, stop, done) = (heap.clone(), stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut live = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match t {
+                    0 => {
+                        for _ in 0..1000 {
+                            let off = heap.alloc(64).unwrap();
+                            heap.retire(off).unwrap();
+                        }
+                    }
+                    1 => {
+                        std::hint::black_box(heap.stats());
+                    }
+                    _ => {
+                        live.push(heap.alloc(48).unwrap());
+                        // Every block this thread holds is reachable; the
+                        // other threads' are cached or retired, and an
+                        // audit that races them may report them: only its
+                        // locking is under test here.
+                        let _ = std::hint::black_box(heap.audit(live.iter().copied()));
+                    }
+                }
+            }
+            drop(done);
+        });
+    }
+    drop(done);
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    // Every thread gone: the channel disconnects. A deadlock: the wait times out.
+    match finished.recv_timeout(Duration::from_secs(20)) {
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+        other => panic!("threads did not stop: stats or audit deadlocked ({other:?})"),
+    }
+}
+
+/// A prefetch hint may be any address, up to the very top.
+#[test]
+fn prefetch_hints_at_any_address() {
+    for addr in [0usize, 1, 63, 64, 4096, usize::MAX - 200, usize::MAX - 64, usize::MAX - 10, usize::MAX] {
+        for len in [0usize, 1, 64, 65, 1000] {
+            Region::prefetch_addr(addr, len);
+        }
+    }
+}

@@ -117,8 +117,8 @@ impl LeafRef {
         let v = self.view_hint[0].load(std::sync::atomic::Ordering::Relaxed);
         if v != 0 {
             let d = self.view_hint[1].load(std::sync::atomic::Ordering::Relaxed);
-            // The view with its reference counts: two lines.
-            daxkv_alloc::Region::prefetch_addr(v, 128);
+            // The view's reference counts (just before it) and its fields.
+            daxkv_alloc::Region::prefetch_addr(v.saturating_sub(16), 16 + std::mem::size_of::<crate::view::LeafView>());
             daxkv_alloc::Region::prefetch_addr(d & ((1 << 56) - 1), 64 * (d >> 56));
         }
     }

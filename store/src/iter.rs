@@ -2,9 +2,9 @@
 //!
 //! The iterator reads one leaf at a time, optimistically: it takes the
 //! leaf's records in the range in key order (from the leaf's cached
-//! [`crate::view`], found by binary search, or by reading and sorting the
-//! leaf's records; a leaf scanned twice unchanged gets a cached view), then
-//! checks that neither the leaf nor the index changed meanwhile, and
+//! [`crate::view`], found by counting its key prefixes below the start, or
+//! by reading and sorting the leaf's records; a leaf scanned twice
+//! unchanged gets a cached view), then checks that neither the leaf nor the index changed meanwhile, and
 //! retries the leaf otherwise. Keys and values are copied out only as the
 //! caller takes them; the iterator keeps its thread pinned, so the records
 //! it collected are not reused meanwhile (a long-lived iterator delays the

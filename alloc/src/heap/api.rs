@@ -533,7 +533,11 @@ impl Heap {
         let sh = &self.sh;
         let mut cached = [0u64; NCLASSES];
         let mut retired_bytes = 0;
-        for cell in sh.cells.lock().iter() {
+        // A copy of the list: a thread that retires or squeezes takes its
+        // cache lock and then `cells`, so holding `cells` while taking the
+        // caches' locks would deadlock against it.
+        let cells: Vec<Arc<CacheCell>> = sh.cells.lock().clone();
+        for cell in &cells {
             let c = cell.cache.lock();
             for (k, b) in c.bins.iter().enumerate() {
                 cached[k] += b.len() as u64;
@@ -591,7 +595,9 @@ impl Heap {
         let sh = &self.sh;
         let mut cached: HashSet<u64> = HashSet::new();
         let mut retired: HashSet<u64> = HashSet::new();
-        for cell in sh.cells.lock().iter() {
+        // A copy of the list, as in `stats`.
+        let cells: Vec<Arc<CacheCell>> = sh.cells.lock().clone();
+        for cell in &cells {
             let c = cell.cache.lock();
             cached.extend(c.bins.iter().flatten().map(|&o| o & !UNTOUCHED));
             retired.extend(c.retired.iter().map(|&(_, o)| o));
@@ -874,11 +880,13 @@ impl Shared {
         self.give_back_all(&mut scratch);
     }
 
-    /// A thread is gone: return its cached blocks, keep its retired ones.
     /// A spare cell for a thread without thread-locals: an idle one, or a
     /// new one. Spare cells are never freed (a guard points at its cell
-    /// without a reference), so there are at most as many as such threads
-    /// ever used the heap at once.
+    /// without a reference), so there are at most as many as claims were
+    /// ever held at once: one per live guard of such a thread, plus one
+    /// for the call in progress (a put from a destructor holds two). An
+    /// idle spare keeps its cached and retired blocks until it is claimed
+    /// again, the heap is squeezed, or the pool is closed.
     fn claim_spare(&self) -> Arc<CacheCell> {
         let mut spares = self.spares.lock();
         if let Some(c) = spares
@@ -894,6 +902,7 @@ impl Shared {
         cell
     }
 
+    /// A thread is gone: return its cached blocks, keep its retired ones.
     fn retire_cell(&self, cell: &Arc<CacheCell>) {
         {
             let mut c = cell.cache.lock();
