@@ -2,12 +2,6 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-
-/// mimalloc, not the system's malloc: with glibc's, an event loop freeing
-/// index nodes that another loop allocated (old index snapshots) takes
-/// that loop's arena lock.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use daxkv::{Options, PersistOptions, Persistence, Region, RegionOptions, Store};
 use daxkv_server::{Config, Shutdown, run};
 use std::io::Write;
