@@ -4,7 +4,8 @@
 //! `daxkv-bench compare` is the comparison with the peers (LMDB, redb) on
 //! the same memory with the same durability; `daxkv-bench server` the one
 //! with redis-server.
-// The only unsafe block opens LMDB (heed marks opening a memory map unsafe).
+// Two unsafe blocks: opening LMDB (heed marks opening a memory map
+// unsafe) and asking mimalloc to return free pages (`store::anon_kib`).
 #![deny(unsafe_code)]
 
 /// mimalloc, not the system's malloc: with glibc's, a thread freeing index

@@ -4,8 +4,8 @@
 //! leaf's records in the range in key order (from the leaf's cached
 //! [`crate::view`], found by counting its key prefixes below the start, or
 //! by reading and sorting the leaf's records; a leaf scanned twice
-//! unchanged gets a cached view), then checks that neither the leaf nor the index changed meanwhile, and
-//! retries the leaf otherwise. Keys and values are copied out only as the
+//! unchanged gets a cached view), then checks that neither the leaf nor
+//! the index changed meanwhile, and retries the leaf otherwise. Keys and values are copied out only as the
 //! caller takes them; the iterator keeps its thread pinned, so the records
 //! it collected are not reused meanwhile (a long-lived iterator delays the
 //! reuse of freed space).
@@ -136,10 +136,8 @@ impl<'a> Iter<'a> {
             // time unchanged gets its view cached; one scanned once does
             // not pay for one.
             let guard = leaf.view();
+            // (Its lines were prefetched through the leaf's hint above.)
             let cached = guard.as_deref().filter(|x| x.version == v);
-            if let Some(view) = cached {
-                view.prefetch();
-            }
             if cached.is_some() || leaf.scanned_at(v) {
                 let built = match cached {
                     Some(_) => None,

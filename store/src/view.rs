@@ -11,8 +11,9 @@
 //! Layout, for few cache misses per scan: the stem (at most [`STEM_MAX`]
 //! bytes) sits in the view itself, next to its version; the integers and
 //! the records are two halves of one array, so a search touches the first
-//! half only, and [`LeafView::prefetch`] starts all of its lines at once
-//! instead of a binary search taking them one dependent miss at a time.
+//! half only, and a scan starts all of its lines at once (through the
+//! leaf's hint, see `LeafRef::prefetch_view`) instead of a binary search
+//! taking them one dependent miss at a time.
 //!
 //! A view describes the leaf at one version of its lock word: a reader uses
 //! it only when the leaf's version is still that one, and validates the
@@ -77,15 +78,6 @@ impl LeafView {
     #[inline]
     pub(crate) fn recs(&self, a: usize, b: usize) -> &[u64] {
         &self.data[self.len() + a..self.len() + b]
-    }
-
-    /// Start the cache misses of the integers a search reads, all at once.
-    #[inline]
-    pub(crate) fn prefetch(&self) {
-        let p = &self.data[..self.len()];
-        for line in p.chunks(8) {
-            Region::prefetch_ref(&line[0]);
-        }
     }
 
     /// Where the view keeps what a search reads first, for
