@@ -264,15 +264,15 @@ impl Seps {
             buf.extend_from_slice(k.as_ref());
             ends.push(buf.len() as u32);
         }
-        let lcp = match keys.get(1) {
-            None => 0,
-            Some(first) => {
-                let first = first.as_ref();
-                keys[2..].iter().fold(first.len(), |l, k| {
-                    let k = k.as_ref();
-                    l.min(first.iter().zip(k).take_while(|(a, b)| a == b).count())
-                })
+        // Keys are sorted, so what keys 1.. share is what the second and
+        // the last share: one comparison instead of one per key.
+        debug_assert!(keys.windows(2).all(|w| w[0].as_ref() <= w[1].as_ref()));
+        let lcp = match (keys.get(1), keys.last()) {
+            (Some(first), Some(last)) => {
+                let (first, last) = (first.as_ref(), last.as_ref());
+                first.iter().zip(last).take_while(|(a, b)| a == b).count()
             }
+            _ => 0,
         };
         let pfx = keys.iter().map(|k| key_prefix_at(k.as_ref(), lcp)).collect();
         Seps { buf: buf.into(), ends: ends.into(), pfx, lcp }
@@ -290,7 +290,10 @@ impl Seps {
     }
 
     fn all(&self) -> Vec<&[u8]> {
-        (0..self.len()).map(|i| self.get(i)).collect()
+        // Room for the one key a path copy may add, so it never regrows.
+        let mut v = Vec::with_capacity(self.len() + 1);
+        v.extend((0..self.len()).map(|i| self.get(i)));
+        v
     }
 
     /// Greatest `i` with `key(i) <= q`, given `key(0) <= q`: the number of
@@ -498,28 +501,22 @@ impl Node {
         match &self.kids {
             Kids::Leaves(l) => {
                 let i = self.seps.count_le(sep);
-                let mut l = l.clone();
                 keys.insert(i, sep);
-                l.insert(i, leaf.clone());
-                Self::assemble(&keys, Kids::Leaves(l))
+                Self::assemble(&keys, Kids::Leaves(with_at(l, i, leaf.clone())))
             }
             Kids::Inner(c) => {
                 let i = self.seps.count_le(sep).saturating_sub(1);
                 let (n, extra) = c[i].with(leaf);
-                let mut c = c.clone();
-                c[i] = Arc::new(n);
                 let extra = extra.map(Arc::new);
-                if let Some(e) = &extra {
-                    keys.insert(i + 1, e.first_key());
-                }
-                let seps_kids = {
-                    let mut c2 = c;
-                    if let Some(e) = &extra {
-                        c2.insert(i + 1, e.clone());
+                let mut c = match &extra {
+                    Some(e) => {
+                        keys.insert(i + 1, e.first_key());
+                        with_at(c, i + 1, e.clone())
                     }
-                    c2
+                    None => c.clone(),
                 };
-                Self::assemble(&keys, Kids::Inner(seps_kids))
+                c[i] = Arc::new(n);
+                Self::assemble(&keys, Kids::Inner(c))
             }
         }
     }
@@ -576,6 +573,15 @@ impl Node {
         };
         (!keys.is_empty()).then(|| Node::new(Seps::new(&keys), kids))
     }
+}
+
+/// A copy of `v` with `x` inserted at `i`, allocated once at its final size.
+fn with_at<T: Clone>(v: &[T], i: usize, x: T) -> Vec<T> {
+    let mut out = Vec::with_capacity(v.len() + 1);
+    out.extend_from_slice(&v[..i]);
+    out.push(x);
+    out.extend_from_slice(&v[i..]);
+    out
 }
 
 /// The index: a root published with one atomic swap.
