@@ -31,6 +31,9 @@ struct Tail {
     /// window left no room for it; then recovery ends with `Found::Full`,
     /// and the checkpoint that frees room clears it.
     terminated: bool,
+    /// Appenders waiting on `space` (a checkpoint with none to wake makes
+    /// no wake-up call, which is a system call even with no waiter).
+    waiters: u32,
 }
 
 #[derive(Debug, Default)]
@@ -229,6 +232,7 @@ impl Log {
             counter: cp.counter,
             live,
             terminated: false,
+            waiters: 0,
         };
         // create and open leave the free space zeroed.
         tail.terminated = next_slot(&geo, tail.head, pos).is_some();
@@ -311,7 +315,9 @@ impl Log {
                 Place::Full { .. } => {
                     self.counters.space_waits.fetch_add(1, Ordering::Relaxed);
                     self.appending.fetch_sub(1, Ordering::Release);
+                    t.waiters += 1;
                     t = wait(&self.space, t);
+                    t.waiters -= 1;
                     self.appending.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -468,8 +474,11 @@ impl Log {
         let start = t.live.get(idx).map_or(t.pos, |&(_, p)| p);
         self.write_checkpoint(&mut t, applied_through + 1, start)?;
         t.live.drain(..idx);
+        let waiting = t.waiters > 0;
         drop(t);
-        self.space.notify_all();
+        if waiting {
+            self.space.notify_all();
+        }
         Ok(())
     }
 
