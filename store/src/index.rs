@@ -222,7 +222,7 @@ pub(crate) type Entry = (Arc<[u8]>, Arc<LeafRef>);
 /// keys 1.. (key 0 is the node's lower bound, often empty), and for each key
 /// the 8 bytes after that prefix as a big-endian integer, so most
 /// comparisons are one integer compare.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 struct Seps {
     buf: Box<[u8]>,
     ends: Box<[u32]>,
@@ -276,6 +276,41 @@ impl Seps {
         };
         let pfx = keys.iter().map(|k| key_prefix_at(k.as_ref(), lcp)).collect();
         Seps { buf: buf.into(), ends: ends.into(), pfx, lcp }
+    }
+
+    /// These separators with `key` inserted at `i` (the result must stay
+    /// sorted), built from the old arrays: the prefixes are recomputed only
+    /// when the new key changes what keys 1.. share, which it can only do
+    /// as the new second or last key.
+    fn inserted(&self, i: usize, key: &[u8]) -> Seps {
+        let n = self.len();
+        debug_assert!(i <= n);
+        let at = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let mut buf = Vec::with_capacity(self.buf.len() + key.len());
+        buf.extend_from_slice(&self.buf[..at]);
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(&self.buf[at..]);
+        let grow = key.len() as u32;
+        let mut ends = Vec::with_capacity(n + 1);
+        ends.extend_from_slice(&self.ends[..i]);
+        ends.push(at as u32 + grow);
+        ends.extend(self.ends[i..].iter().map(|e| e + grow));
+        let inner = (2..n).contains(&i);
+        let out = if inner {
+            // Keys 1 and last are unchanged, so is their common prefix.
+            let mut pfx = Vec::with_capacity(n + 1);
+            pfx.extend_from_slice(&self.pfx[..i]);
+            pfx.push(key_prefix_at(key, self.lcp));
+            pfx.extend_from_slice(&self.pfx[i..]);
+            Seps { buf: buf.into(), ends: ends.into(), pfx: pfx.into(), lcp: self.lcp }
+        } else {
+            let ends: Box<[u32]> = ends.into();
+            let keys: Vec<&[u8]> =
+                (0..=n).map(|j| &buf[if j == 0 { 0 } else { ends[j - 1] as usize }..ends[j] as usize]).collect();
+            Seps::new(&keys)
+        };
+        debug_assert_eq!(out, Seps::new(&out.all()), "incremental separators match a rebuild");
+        out
     }
 
     #[inline]
@@ -384,6 +419,13 @@ impl Node {
             Kids::Inner(_) => Box::default(),
         };
         Node { seps, kids, offs }
+    }
+
+    /// A node over leaves from the parts of a path copy (`offs` must be
+    /// the leaves' offsets, as `new` would read them).
+    fn with_parts(seps: Seps, leaves: Vec<Arc<LeafRef>>, offs: Box<[u64]>) -> Node {
+        debug_assert!(leaves.iter().map(|l| l.off).eq(offs.iter().copied()));
+        Node { seps, kids: Kids::Leaves(leaves), offs }
     }
 
     /// The leaf whose range holds `key`, with its region offset read from
@@ -496,26 +538,38 @@ impl Node {
     /// Path copy with `leaf` added; returns the new node and, if it
     /// overflowed, a right sibling.
     fn with(&self, leaf: &Arc<LeafRef>) -> (Node, Option<Node>) {
+        // Most copies do not overflow: they copy the arrays with one entry
+        // spliced in (or, for a node whose child did not split, as they
+        // are), without re-reading any separator, child or leaf.
         let sep: &[u8] = &leaf.sep;
-        let mut keys: Vec<&[u8]> = self.seps.all();
+        let room = self.seps.len() < FANOUT;
         match &self.kids {
             Kids::Leaves(l) => {
                 let i = self.seps.count_le(sep);
+                let leaves = with_at(l, i, leaf.clone());
+                if room {
+                    let seps = self.seps.inserted(i, sep);
+                    return (Node::with_parts(seps, leaves, with_at(&self.offs, i, leaf.off).into()), None);
+                }
+                let mut keys = self.seps.all();
                 keys.insert(i, sep);
-                Self::assemble(&keys, Kids::Leaves(with_at(l, i, leaf.clone())))
+                Self::assemble(&keys, Kids::Leaves(leaves))
             }
             Kids::Inner(c) => {
                 let i = self.seps.count_le(sep).saturating_sub(1);
                 let (n, extra) = c[i].with(leaf);
-                let extra = extra.map(Arc::new);
-                let mut c = match &extra {
-                    Some(e) => {
-                        keys.insert(i + 1, e.first_key());
-                        with_at(c, i + 1, e.clone())
-                    }
-                    None => c.clone(),
+                let Some(e) = extra.map(Arc::new) else {
+                    let mut c = c.clone();
+                    c[i] = Arc::new(n);
+                    return (Node::new(self.seps.clone(), Kids::Inner(c)), None);
                 };
+                let mut c = with_at(c, i + 1, e.clone());
                 c[i] = Arc::new(n);
+                if room {
+                    return (Node::new(self.seps.inserted(i + 1, e.first_key()), Kids::Inner(c)), None);
+                }
+                let mut keys = self.seps.all();
+                keys.insert(i + 1, e.first_key());
                 Self::assemble(&keys, Kids::Inner(c))
             }
         }
@@ -731,12 +785,21 @@ mod tests {
         let idx = Index::build(vec![LeafRef::new(0, k(""))]);
         let mut model = std::collections::BTreeMap::new();
         model.insert(String::new(), 0u64);
-        for i in 1..2000u64 {
+        // Enough leaves for three levels: nodes over leaves and inner nodes
+        // both fill up and split (path copies with and without room).
+        for i in 1..6000u64 {
             let s = format!("{:06}", (i * 7919) % 100_000);
             idx.insert(LeafRef::new(i, k(&s)));
             model.insert(s, i);
         }
         let snap = idx.load();
+        fn depth(n: &Node) -> usize {
+            match &n.kids {
+                Kids::Inner(c) => 1 + depth(&c[0]),
+                Kids::Leaves(_) => 1,
+            }
+        }
+        assert_eq!(depth(&snap), 3);
         for probe in ["", "0", "000500", "050000", "099999", "z"] {
             let want = model.range(..=probe.to_string()).next_back().unwrap();
             let leaf = snap.route(probe.as_bytes());
