@@ -191,6 +191,12 @@ fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Option<Request>, Protocol
         return perr("too big inline request");
     }
     let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    // Redis looks for the end of an inline request with strchr, so a NUL
+    // byte hides the newline and it waits for ever; binary data belongs in
+    // the multibulk form. Say so instead.
+    if buf[..line_end].contains(&0) {
+        return perr("NUL byte in inline request (send binary data as a multibulk)");
+    }
     let Some(words) = split_args(&buf[..line_end]) else {
         return perr("unbalanced quotes in request");
     };
@@ -214,7 +220,10 @@ fn hex(b: u8) -> Option<u8> {
 /// Redis's `sdssplitargs`: words separated by blanks; `"..."` with
 /// `\n \r \t \b \a \\ \" \xHH` escapes; `'...'` with `\'`; a closing quote
 /// must be followed by a blank or the end. `None` on unbalanced quotes.
+/// Like Redis, which reads the line as a C string, a NUL byte ends it
+/// there (inside quotes, leaving them unbalanced).
 pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
     let mut out = Vec::new();
     let mut i = 0;
     let n = line.len();
@@ -280,7 +289,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     break;
                 }
                 match line[i] {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b' ' | b'\n' | b'\r' | b'\t' => break,
                     b'"' => inq = true,
                     b'\'' => insq = true,
                     c => cur.push(c),
@@ -376,6 +385,16 @@ mod tests {
         assert_eq!(parse(b"PING", &Limits::default()).unwrap(), None);
         assert_eq!(err(b"SET \"a\r\n", &Limits::default()), "Protocol error: unbalanced quotes in request");
         assert_eq!(err(b"SET \"a\"b\r\n", &Limits::default()), "Protocol error: unbalanced quotes in request");
+        // A NUL byte in an inline request is an error (splitting one used
+        // to loop for ever, adding empty arguments); `split_args` itself
+        // ends the line there, as Redis's does.
+        let nul = "Protocol error: NUL byte in inline request (send binary data as a multibulk)";
+        for bad in [&b"\0\r\n"[..], b"GET a\0b c\r\n", b"GET \0\n", b"SET \"a\0\" x\r\n"] {
+            assert_eq!(err(bad, &Limits::default()), nul, "{bad:?}");
+        }
+        assert_eq!(split_args(b"\0"), Some(vec![]));
+        assert_eq!(split_args(b"GET a\0b c"), Some(vec![b"GET".to_vec(), b"a".to_vec()]));
+        assert_eq!(split_args(b"SET \"a\0\" x"), None);
     }
 
     #[test]
@@ -392,7 +411,7 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let mut seed = 0x1234_5678_9abc_def0u64;
-        let alphabet = b"*$\r\n0123456789-abc \"'\\x";
+        let alphabet = b"*$\r\n0123456789-abc \"'\\x\0\t\xff";
         for _ in 0..20000 {
             let len = (seed % 24) as usize;
             let mut buf = Vec::with_capacity(len);

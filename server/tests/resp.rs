@@ -144,6 +144,10 @@ fn malformed_frames_get_an_error_and_a_closed_connection() {
     protocol_error(&s, b"*1\r\n$-5\r\n", "invalid bulk length");
     protocol_error(&s, b"*1\r\n$4\r\nPINGPONG\r\n", "expected '\\r\\n' after bulk string");
     protocol_error(&s, b"SET \"unbalanced\r\n", "unbalanced quotes in request");
+    // A NUL in an inline request once made the server loop, allocating
+    // until it ran out of memory.
+    protocol_error(&s, b"\0\r\n", "NUL byte in inline request (send binary data as a multibulk)");
+    protocol_error(&s, b"GET a\0b\r\n", "NUL byte in inline request (send binary data as a multibulk)");
     // Replies before the bad frame are sent first.
     let mut c = Raw::connect(s.addr);
     c.send(b"*1\r\n$4\r\nPING\r\n*1\r\n:1\r\n");
@@ -157,7 +161,7 @@ fn malformed_frames_get_an_error_and_a_closed_connection() {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            junk.push(b"*$\r\n0123-9x\"' "[(seed % 14) as usize]);
+            junk.push(b"*$\r\n0123-9x\"' \0\t"[(seed % 16) as usize]);
         }
         junk.extend_from_slice(b"\r\n");
         c.send(&junk);
