@@ -340,18 +340,25 @@ pub(crate) fn record_lens(r: &Region, rec: u64) -> Option<(usize, usize)> {
     Some((k, v))
 }
 
-/// The record's key (borrowed from the pool).
+/// The record's key (borrowed from the pool). Empty for a record whose
+/// lengths do not fit the region (an optimistic reader meeting a record
+/// being written, or a damaged slot): nothing outside the region is read.
 #[inline]
 pub(crate) fn record_key(r: &Region, rec: u64) -> &[u8] {
-    let (k, _) = record_lens(r, rec).unwrap_or((0, 0));
-    r.bytes(rec + REC_HEADER, k)
+    match record_lens(r, rec) {
+        Some((k, _)) => r.bytes(rec + REC_HEADER, k),
+        None => &[],
+    }
 }
 
-/// The record's value (borrowed from the pool).
+/// The record's value (borrowed from the pool); empty as for
+/// [`record_key`].
 #[inline]
 pub(crate) fn record_value(r: &Region, rec: u64) -> &[u8] {
-    let (k, v) = record_lens(r, rec).unwrap_or((0, 0));
-    r.bytes(rec + REC_HEADER + k as u64, v)
+    match record_lens(r, rec) {
+        Some((k, v)) => r.bytes(rec + REC_HEADER + k as u64, v),
+        None => &[],
+    }
 }
 
 /// How many leading bytes all of `keys` share. Sorting them on

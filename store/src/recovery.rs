@@ -271,13 +271,21 @@ fn load_snapshot(r: &Region, sb: &Superblock) -> Option<Vec<Arc<LeafRef>>> {
         return None;
     }
     let n = word(8)?;
+    // Every entry takes at least 12 bytes: a count the body cannot hold is
+    // damage (and must not size an allocation).
+    if n > (body.len() as u64).saturating_sub(32) / 12 {
+        return None;
+    }
     let mut at = 32;
-    let mut leaves = Vec::with_capacity(n as usize);
+    let mut leaves: Vec<Arc<LeafRef>> = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let leaf = word(at)?;
         let klen = u32::from_le_bytes(body.get(at + 8..at + 12)?.try_into().ok()?) as usize;
-        let key = body.get(at + 12..at + 12 + klen)?;
-        if !in_heap(sb, leaf, LEAF_BYTES as u64) {
+        let key = body.get(at + 12..at.checked_add(12 + klen)?)?;
+        if !in_heap(sb, leaf, LEAF_BYTES as u64) || !leaf.is_multiple_of(8) {
+            return None;
+        }
+        if leaves.last().is_some_and(|l| *l.sep >= *key) {
             return None;
         }
         leaves.push(LeafRef::new(leaf, Arc::from(key)));

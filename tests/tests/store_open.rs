@@ -266,3 +266,102 @@ fn create_faults_in_memory_pools_and_leaves_disk_files_alone() {
         assert!(on_disk < SIZE / 4, "{tag}: {on_disk} of {SIZE} bytes of a disk file faulted in");
     }
 }
+
+/// The superblock's u64 at `at` (first copy).
+fn sb_word(p: &Path, at: usize) -> u64 {
+    let b = std::fs::read(p).unwrap();
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Change the saved index of a cleanly closed pool with `f` (on its body)
+/// and seal it again with a right checksum, as damage that a checksum
+/// cannot catch would leave it.
+fn rewrite_saved_index(p: &Path, f: impl FnOnce(&mut [u8])) {
+    let (off, len) = (sb_word(p, 96) as usize, sb_word(p, 104) as usize);
+    assert!(off > 0 && len >= 36, "a cleanly closed pool has a saved index");
+    let mut b = std::fs::read(p).unwrap();
+    f(&mut b[off..off + len - 4]);
+    let crc = crc32c::crc32c(&b[off..off + len - 4]);
+    b[off + len - 4..off + len].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(p, b).unwrap();
+}
+
+/// A saved index that checksums but cannot be right (a leaf count beyond
+/// what its bytes hold, a misaligned leaf, separators out of order) is not
+/// trusted: open rebuilds the index from the leaves instead. The count
+/// once sized an allocation (and aborted the process); a misaligned leaf
+/// panicked at its first read.
+#[test]
+fn an_impossible_saved_index_is_rebuilt_from_the_leaves() {
+    type Damage = fn(&mut [u8]);
+    let damages: [(&str, Damage); 3] = [
+        ("count", |b| b[8..16].copy_from_slice(&(1u64 << 60).to_le_bytes())),
+        ("misaligned leaf", |b| {
+            // Entry 1 (after entry 0: leaf, length 0, empty separator).
+            let at = 32 + 12;
+            let leaf = u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+            b[at..at + 8].copy_from_slice(&(leaf + 4).to_le_bytes());
+        }),
+        ("order", |b| {
+            // Entry 1's separator ("key..." or so) lowered below entry 0's
+            // empty one cannot be; make it equal to entry 2's instead.
+            let at = 32 + 12;
+            let k1 = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+            let at2 = at + 12 + k1;
+            let k2 = u32::from_le_bytes(b[at2 + 8..at2 + 12].try_into().unwrap()) as usize;
+            let n = k1.min(k2);
+            let sep2 = b[at2 + 12..at2 + 12 + n].to_vec();
+            b[at + 12..at + 12 + n].copy_from_slice(&sep2);
+            b[at + 12 + n..at + 12 + k1].fill(0xff);
+        }),
+    ];
+    for (what, damage) in damages {
+        let d = dir(&format!("saved-index-{}", what.replace(' ', "-")));
+        let p = d.0.join("p.pool");
+        // Enough keys for several leaves.
+        let s = Store::open(&p, &opts()).unwrap();
+        for i in 0..3000u32 {
+            s.put(format!("key{i:05}").as_bytes(), &i.to_le_bytes()).unwrap();
+        }
+        s.close().unwrap();
+        rewrite_saved_index(&p, damage);
+        let s = Store::open(&p, &Options::new()).unwrap();
+        assert!(!s.stats().opened_clean, "{what}: the damaged index was used");
+        assert_eq!(s.len(), 3000, "{what}");
+        for i in 0..3000u32 {
+            assert_eq!(s.get(format!("key{i:05}").as_bytes()).unwrap().unwrap(), i.to_le_bytes(), "{what}");
+        }
+        assert!(s.check().unwrap().is_ok(), "{what}");
+    }
+}
+
+/// A slot damaged after a clean close (open does not walk the leaves
+/// then) pointing outside the pool: reads, scans and `check` never touch
+/// memory outside it, and `check` reports the damage.
+#[test]
+fn a_slot_pointing_outside_the_pool_reads_nothing_outside() {
+    let d = dir("slot-outside");
+    let p = d.0.join("p.pool");
+    make_pool(&p);
+    let head = sb_word(&p, 72) as usize;
+    let b = std::fs::read(&p).unwrap();
+    let bits = u64::from_le_bytes(b[head..head + 8].try_into().unwrap());
+    let i = bits.trailing_zeros() as usize;
+    assert!(i < 64, "the head leaf holds keys");
+    patch(&p, head + 80 + 8 * i, &0x0000_4001_0000_0000u64.to_le_bytes());
+    let s = Store::open(&p, &Options::new()).unwrap();
+    let mut n = 0;
+    for kv in s.iter() {
+        let _ = kv;
+        n += 1;
+    }
+    for kv in s.range_rev::<&[u8]>(..) {
+        let _ = kv;
+    }
+    for i in 0..300u32 {
+        let _ = s.get(format!("key{i}").as_bytes()).unwrap();
+    }
+    assert!(n >= 299);
+    let rep = s.check().unwrap();
+    assert!(!rep.is_ok(), "check found nothing wrong");
+}
