@@ -412,7 +412,9 @@ impl Region {
     /// Lines outside the region are skipped.
     #[inline]
     pub fn prefetch_range(&self, off: u64, len: u64) {
-        let end = off.saturating_add(len.max(1));
+        // Clamped to the region, so `line` cannot wrap past u64::MAX (a
+        // damaged record offset near it made this loop for ever).
+        let end = off.saturating_add(len.max(1)).min(self.len as u64);
         let mut line = off & !63;
         while line < end {
             self.prefetch(line.max(off));

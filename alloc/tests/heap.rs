@@ -409,3 +409,21 @@ fn prefetch_hints_at_any_address() {
         }
     }
 }
+
+/// A prefetch of a range may start anywhere, up to the very top: a damaged
+/// record offset near u64::MAX once made the line loop wrap and run for
+/// ever (recovery and scans prefetch a slot's record before checking it).
+#[test]
+fn prefetch_ranges_at_any_offset() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = region(1 << 20);
+        for off in [0u64, 63, (1 << 20) - 1, 1 << 20, 1 << 40, u64::MAX - 200, u64::MAX - 64, u64::MAX - 63, u64::MAX] {
+            for len in [0u64, 1, 64, 65, 128, 1000, u64::MAX] {
+                r.prefetch_range(off, len);
+            }
+        }
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20)).expect("prefetch_range returned");
+}

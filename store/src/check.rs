@@ -27,7 +27,7 @@ impl Store {
         let mut n = 0usize;
         let mut bytes = 0u64;
         while cur != 0 {
-            if !in_heap(cur, LEAF_BYTES as u64) || !seen.insert(cur) {
+            if !in_heap(cur, LEAF_BYTES as u64) || !cur.is_multiple_of(8) || !seen.insert(cur) {
                 rep.problems.push(format!("leaf chain broken or looping at {cur}"));
                 break;
             }
