@@ -285,7 +285,13 @@ impl Seps {
     fn inserted(&self, i: usize, key: &[u8]) -> Seps {
         let n = self.len();
         debug_assert!(i <= n);
-        let at = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        if !(2..n).contains(&i) {
+            let mut keys = self.all();
+            keys.insert(i, key);
+            return Seps::new(&keys);
+        }
+        // Keys 1 and last are unchanged, and so is their common prefix.
+        let at = self.ends[i - 1] as usize;
         let mut buf = Vec::with_capacity(self.buf.len() + key.len());
         buf.extend_from_slice(&self.buf[..at]);
         buf.extend_from_slice(key);
@@ -295,20 +301,11 @@ impl Seps {
         ends.extend_from_slice(&self.ends[..i]);
         ends.push(at as u32 + grow);
         ends.extend(self.ends[i..].iter().map(|e| e + grow));
-        let inner = (2..n).contains(&i);
-        let out = if inner {
-            // Keys 1 and last are unchanged, so is their common prefix.
-            let mut pfx = Vec::with_capacity(n + 1);
-            pfx.extend_from_slice(&self.pfx[..i]);
-            pfx.push(key_prefix_at(key, self.lcp));
-            pfx.extend_from_slice(&self.pfx[i..]);
-            Seps { buf: buf.into(), ends: ends.into(), pfx: pfx.into(), lcp: self.lcp }
-        } else {
-            let ends: Box<[u32]> = ends.into();
-            let keys: Vec<&[u8]> =
-                (0..=n).map(|j| &buf[if j == 0 { 0 } else { ends[j - 1] as usize }..ends[j] as usize]).collect();
-            Seps::new(&keys)
-        };
+        let mut pfx = Vec::with_capacity(n + 1);
+        pfx.extend_from_slice(&self.pfx[..i]);
+        pfx.push(key_prefix_at(key, self.lcp));
+        pfx.extend_from_slice(&self.pfx[i..]);
+        let out = Seps { buf: buf.into(), ends: ends.into(), pfx: pfx.into(), lcp: self.lcp };
         debug_assert_eq!(out, Seps::new(&out.all()), "incremental separators match a rebuild");
         out
     }
