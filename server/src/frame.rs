@@ -220,10 +220,9 @@ fn hex(b: u8) -> Option<u8> {
 /// Redis's `sdssplitargs`: words separated by blanks; `"..."` with
 /// `\n \r \t \b \a \\ \" \xHH` escapes; `'...'` with `\'`; a closing quote
 /// must be followed by a blank or the end. `None` on unbalanced quotes.
-/// Like Redis, which reads the line as a C string, a NUL byte ends it
-/// there (inside quotes, leaving them unbalanced).
+/// A NUL byte is an ordinary byte here (the parser refuses inline
+/// requests holding one before splitting them).
 pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
     let mut out = Vec::new();
     let mut i = 0;
     let n = line.len();
@@ -386,15 +385,15 @@ mod tests {
         assert_eq!(err(b"SET \"a\r\n", &Limits::default()), "Protocol error: unbalanced quotes in request");
         assert_eq!(err(b"SET \"a\"b\r\n", &Limits::default()), "Protocol error: unbalanced quotes in request");
         // A NUL byte in an inline request is an error (splitting one used
-        // to loop for ever, adding empty arguments); `split_args` itself
-        // ends the line there, as Redis's does.
+        // to loop for ever, adding empty arguments); to `split_args` itself
+        // it is an ordinary byte.
         let nul = "Protocol error: NUL byte in inline request (send binary data as a multibulk)";
         for bad in [&b"\0\r\n"[..], b"GET a\0b c\r\n", b"GET \0\n", b"SET \"a\0\" x\r\n"] {
             assert_eq!(err(bad, &Limits::default()), nul, "{bad:?}");
         }
-        assert_eq!(split_args(b"\0"), Some(vec![]));
-        assert_eq!(split_args(b"GET a\0b c"), Some(vec![b"GET".to_vec(), b"a".to_vec()]));
-        assert_eq!(split_args(b"SET \"a\0\" x"), None);
+        assert_eq!(split_args(b"\0"), Some(vec![b"\0".to_vec()]));
+        assert_eq!(split_args(b"GET a\0b \0"), Some(vec![b"GET".to_vec(), b"a\0b".to_vec(), b"\0".to_vec()]));
+        assert_eq!(split_args(b"SET \"a\0\" x"), Some(vec![b"SET".to_vec(), b"a\0".to_vec(), b"x".to_vec()]));
     }
 
     #[test]
