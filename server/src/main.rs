@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use daxkv::{Options, PersistOptions, Persistence, Region, RegionOptions, Store};
+use daxkv::{Options, PersistOptions, Persistence, PoolError, Region, RegionOptions, Store};
 use daxkv_server::{Config, Shutdown, run};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -76,6 +76,10 @@ enum Cmd {
         /// even in the middle of a round (group commit size cap).
         #[arg(long, default_value_t = daxkv_server::config::DEFAULT_BATCH_OPS)]
         batch_ops: usize,
+        /// Check the whole pool before serving it and refuse a damaged one
+        /// (reads every leaf and record: about 0.7 s per million keys).
+        #[arg(long)]
+        verify: bool,
     },
     /// Create a new pool.
     Create {
@@ -247,10 +251,14 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             max_output_buffer,
             timeout,
             batch_ops,
+            verify,
         } => {
             let t0 = Instant::now();
-            let store =
-                Store::open(&pool, &options(&pool_args, true)).map_err(|e| format!("{}: {e}", pool.display()))?;
+            let store = Store::open(&pool, &options(&pool_args, true).verify(verify)).map_err(|e| match e {
+                // Its message names the pool already.
+                PoolError::Damaged { .. } => e.to_string(),
+                e => format!("{}: {e}", pool.display()),
+            })?;
             let st = store.stats();
             println!(
                 "daxkv: pool {} ({} keys, {}, opened in {:.1} ms)",

@@ -282,3 +282,45 @@ fn kill_torture_every_acknowledged_set_survives() {
     let (ok, out) = cli(&["check", pool.to_str().unwrap()]);
     assert!(ok, "{out}");
 }
+
+/// `daxkv serve --verify` serves a sound pool, and refuses to start on a
+/// damaged one (a record whose value byte was flipped after a clean close),
+/// saying what the check found, without writing to it.
+#[test]
+fn serve_verify_refuses_a_damaged_pool() {
+    let pool = pool_path("verify");
+    let _c = Cleanup(vec![pool.clone()]);
+    let ps = pool.to_str().unwrap();
+    assert!(cli(&["create", ps, "--size", "64M"]).0);
+    assert!(cli(&["set", ps, "some-key", "some value"]).0);
+    {
+        let mut p = serve(&pool, &["--verify"]);
+        let mut c = redis::Client::open(format!("redis://{}/", p.addr)).unwrap().get_connection().unwrap();
+        let v: String = redis::cmd("GET").arg("some-key").query(&mut c).unwrap();
+        assert_eq!(v, "some value");
+        signal(&p.child, "TERM");
+        assert!(wait(&mut p.child, Duration::from_secs(20)).success());
+    }
+    assert!(opened_clean(&pool));
+    // The value's last byte, found by its bytes in the file.
+    let mut b = std::fs::read(&pool).unwrap();
+    let at = b.windows(10).position(|w| w == b"some value").expect("the record is in the file") + 9;
+    b[at] ^= 0x20;
+    std::fs::write(&pool, &b).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--pool", ps, "--port", "0", "--verify"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "served a damaged pool: {err}");
+    assert!(err.contains("check found") && err.contains("fails its checksum"), "{err}");
+    assert_eq!(std::fs::read(&pool).unwrap(), b, "the refused start wrote to the pool");
+}

@@ -13,6 +13,12 @@ impl Store {
     /// reachable (no leak, nothing reachable free). Meant for a quiescent
     /// store: concurrent writers can make it report transient problems.
     pub fn check(&self) -> Result<CheckReport> {
+        self.check_with(&[])
+    }
+
+    /// [`Store::check`], counting the blocks at `also_live` as in use
+    /// (the saved index, while an open still holds it).
+    pub(crate) fn check_with(&self, also_live: &[u64]) -> Result<CheckReport> {
         self.live()?;
         let r = &*self.region;
         let _pin = self.heap.pin();
@@ -20,7 +26,7 @@ impl Store {
         let mut rep = CheckReport::default();
         let in_heap = |off: u64, len: u64| off >= sb.heap_off && off.saturating_add(len) <= sb.heap_off + sb.heap_len;
         let index = self.index.entries();
-        let mut reachable = Vec::new();
+        let mut reachable = also_live.to_vec();
         let mut seen = HashSet::new();
         let mut prev_max: Option<Vec<u8>> = None;
         let mut cur = self.head;

@@ -55,6 +55,16 @@ pub enum PoolError {
         /// What was found.
         why: String,
     },
+    /// [`crate::Store::check`] found problems at an open with
+    /// [`crate::Options::verify`] set; the pool was not written to after a
+    /// clean close (after a crash, recovery ran first).
+    #[error("{path}: check found {} problem(s) at open, first: {}", problems.len(), problems.first().map_or("", |p| p.as_str()))]
+    Damaged {
+        /// The pool's path.
+        path: PathBuf,
+        /// What the check found (see [`crate::CheckReport`]).
+        problems: Vec<String>,
+    },
     /// The heap could not be opened or recovered.
     #[error(transparent)]
     Heap(#[from] HeapError),

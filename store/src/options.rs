@@ -13,6 +13,7 @@ pub struct Options {
     pub(crate) group_commit: GroupCommitOptions,
     pub(crate) prefault: bool,
     pub(crate) point_cache: Option<u64>,
+    pub(crate) verify: bool,
 }
 
 impl Default for Options {
@@ -26,7 +27,7 @@ impl Options {
     /// `DAXKV_PERSISTENCE` and the other `DAXKV_*` overrides if set), no
     /// creation on open, a log of 1/64 of the pool (256 KiB .. 64 MiB),
     /// default group-commit waits, pages faulted in at creation, a point
-    /// cache of 1/32 of the pool size.
+    /// cache of 1/32 of the pool size, no check at open.
     pub fn new() -> Options {
         Options {
             pool_size: 256 << 20,
@@ -36,7 +37,26 @@ impl Options {
             group_commit: GroupCommitOptions::default(),
             prefault: true,
             point_cache: None,
+            verify: false,
         }
+    }
+
+    /// Whether [`crate::Store::open`] runs [`crate::Store::check`] before
+    /// it hands out the store, and refuses a pool with any problem with
+    /// [`crate::PoolError::Damaged`] (default `false`).
+    ///
+    /// After a clean close, open otherwise trusts the saved index and the
+    /// leaves and records as they are (it reads only the index, which is
+    /// checksummed, to reopen in milliseconds), so damage there would
+    /// surface later: a record failing its checksum, or a key not found.
+    /// With this set, a damaged pool is refused before anything is written
+    /// to it. After a crash, recovery runs first (it must, to settle
+    /// unfinished operations) and the check follows. The check reads every
+    /// leaf and record: about 0.7 s per million keys here (reopening
+    /// without it takes about 5 ms).
+    pub fn verify(mut self, yes: bool) -> Options {
+        self.verify = yes;
+        self
     }
 
     /// Whether [`crate::Store::create`] faults in every page of the new pool

@@ -42,7 +42,7 @@ fn corrupt(offset: u64, why: impl Into<String>) -> PoolError {
 }
 
 /// Open a mapped pool.
-pub(crate) fn open(region: Arc<Region>, path: &Path) -> Result<Store, PoolError> {
+pub(crate) fn open(region: Arc<Region>, path: &Path, verify: bool) -> Result<Store, PoolError> {
     let (mut sb, damaged) = format::read(&region, path)?;
     if let Some(copy) = damaged {
         log::warn!("{}: superblock copy {copy} is damaged; using the other and rewriting it", path.display());
@@ -56,7 +56,7 @@ pub(crate) fn open(region: Arc<Region>, path: &Path) -> Result<Store, PoolError>
     };
     let entries: Vec<daxkv_log::Entry> = recovered.collect();
     let log = if sb.clean && entries.is_empty() {
-        match open_clean(&region, &mut sb, path, log)? {
+        match open_clean(&region, &mut sb, path, log, verify)? {
             Ok(store) => return Ok(store),
             Err(log) => log,
         }
@@ -233,6 +233,7 @@ fn open_clean(
     sb: &mut Superblock,
     path: &Path,
     log: Log,
+    verify: bool,
 ) -> Result<Result<Store, Log>, PoolError> {
     let Some(leaves) = load_snapshot(region, sb) else {
         log::warn!("{}: saved index unreadable; recovering by walking the leaves", path.display());
@@ -250,10 +251,23 @@ fn open_clean(
     sb.clean = false;
     sb.snapshot_off = 0;
     sb.snapshot_len = 0;
+    let store = Store::assemble(region.clone(), heap, log, index, *sb, keys, bytes, true, path);
+    if verify {
+        // Before the first write: a pool refused here is left as it was.
+        let rep = store.check_with(&[snap_off]).map_err(|e| damaged(path, vec![e.to_string()]))?;
+        if !rep.is_ok() {
+            store.abandon();
+            return Err(damaged(path, rep.problems));
+        }
+    }
     sb.write(region)?;
-    let _ = heap.free(snap_off);
+    let _ = store.heap.free(snap_off);
     log::info!("{}: opened after a clean close: {keys} keys; {}", path.display(), region.persist_info());
-    Ok(Ok(Store::assemble(region.clone(), heap, log, index, *sb, keys, bytes, true, path)))
+    Ok(Ok(store))
+}
+
+fn damaged(path: &Path, problems: Vec<String>) -> PoolError {
+    PoolError::Damaged { path: path.to_path_buf(), problems }
 }
 
 fn load_snapshot(r: &Region, sb: &Superblock) -> Option<Vec<Arc<LeafRef>>> {

@@ -422,3 +422,58 @@ fn check_reports_a_misaligned_leaf_pointer() {
     let rep = s.check().unwrap();
     assert!(rep.problems.iter().any(|m| m.contains("leaf chain broken")), "{:?}", rep.problems);
 }
+
+/// The first live record of the head leaf: its offset and the offset of
+/// its value's last byte.
+fn a_record(p: &Path) -> (usize, usize) {
+    let head = sb_word(p, 72) as usize;
+    let b = std::fs::read(p).unwrap();
+    let bits = u64::from_le_bytes(b[head..head + 8].try_into().unwrap());
+    let i = bits.trailing_zeros() as usize;
+    assert!(i < 64, "the head leaf holds keys");
+    let rec = (sb_word(p, head + 80 + 8 * i) & !1) as usize;
+    let h = sb_word(p, rec);
+    let (k, v) = ((h & 0xffff_ffff) as usize, (h >> 32) as usize);
+    assert!(v > 0);
+    (rec, rec + 12 + k + v - 1)
+}
+
+/// With `Options::verify`, open runs `check()` and refuses a pool it finds
+/// damaged with `PoolError::Damaged`: after a clean close before writing a
+/// byte, after a crash once recovery has run (and without a clean close
+/// over the damage). Without it the same pool opens, as documented, and
+/// `check()` reports the damage.
+#[test]
+fn verify_at_open_refuses_a_damaged_pool() {
+    let d = dir("verify");
+    let p = d.0.join("p.pool");
+    make_pool(&p);
+    let s = Store::open(&p, &Options::new().verify(true)).unwrap();
+    assert!(s.stats().opened_clean && s.len() == 300, "a sound pool passes and still opens clean");
+    s.close().unwrap();
+
+    // One value byte flipped after a clean close: the record's checksum fails.
+    let (_, last) = a_record(&p);
+    let b = std::fs::read(&p).unwrap();
+    patch(&p, last, &[b[last] ^ 0x5a]);
+    let before = std::fs::read(&p).unwrap();
+    match Store::open(&p, &Options::new().verify(true)) {
+        Err(PoolError::Damaged { problems, .. }) => {
+            assert!(problems.iter().any(|m| m.contains("fails its checksum")), "{problems:?}");
+        }
+        other => panic!("expected Damaged, got {:?}", other.map(|_| "a store")),
+    }
+    assert_eq!(std::fs::read(&p).unwrap(), before, "a refused clean open wrote to the file");
+    let s = Store::open(&p, &Options::new()).unwrap();
+    assert!(!s.check().unwrap().is_ok(), "without verify the pool opens and check reports it");
+    s.abandon();
+
+    // After a crash: recovery runs, then the check refuses the pool, and
+    // leaves it for recovery again (no clean close over the damage).
+    let e = Store::open(&p, &Options::new().verify(true)).unwrap_err();
+    assert!(matches!(e, PoolError::Damaged { .. }), "{e}");
+    assert!(e.to_string().contains("problem(s) at open"), "{e}");
+    let s = Store::open(&p, &Options::new()).unwrap();
+    assert!(!s.stats().opened_clean, "the refused open did not close the pool cleanly");
+    drop(s);
+}
