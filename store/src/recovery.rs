@@ -97,7 +97,21 @@ pub(crate) fn open(region: Arc<Region>, path: &Path, verify: bool) -> Result<Sto
     );
     let mut store = Store::assemble(region, heap, log, index, sb, walk.keys, walk.bytes, false, path);
     store.dropped_at_recovery = walk.dropped;
-    Ok(store)
+    // With `verify`, the check follows the recovery, which had to run first.
+    if verify { verified(store, path, &[]) } else { Ok(store) }
+}
+
+/// `store` if `check()` (counting `also_live` as in use) finds nothing
+/// wrong; else `PoolError::Damaged`, and the store is abandoned as a crash
+/// would leave it: no clean close is written over the damage.
+fn verified(store: Store, path: &Path, also_live: &[u64]) -> Result<Store, PoolError> {
+    let problems = match store.check_with(also_live) {
+        Ok(rep) if rep.is_ok() => return Ok(store),
+        Ok(rep) => rep.problems,
+        Err(e) => vec![e.to_string()],
+    };
+    store.abandon();
+    Err(PoolError::Damaged { path: path.to_path_buf(), problems })
 }
 
 struct Walk {
@@ -251,23 +265,15 @@ fn open_clean(
     sb.clean = false;
     sb.snapshot_off = 0;
     sb.snapshot_len = 0;
-    let store = Store::assemble(region.clone(), heap, log, index, *sb, keys, bytes, true, path);
+    let mut store = Store::assemble(region.clone(), heap, log, index, *sb, keys, bytes, true, path);
     if verify {
         // Before the first write: a pool refused here is left as it was.
-        let rep = store.check_with(&[snap_off]).map_err(|e| damaged(path, vec![e.to_string()]))?;
-        if !rep.is_ok() {
-            store.abandon();
-            return Err(damaged(path, rep.problems));
-        }
+        store = verified(store, path, &[snap_off])?;
     }
     sb.write(region)?;
     let _ = store.heap.free(snap_off);
     log::info!("{}: opened after a clean close: {keys} keys; {}", path.display(), region.persist_info());
     Ok(Ok(store))
-}
-
-fn damaged(path: &Path, problems: Vec<String>) -> PoolError {
-    PoolError::Damaged { path: path.to_path_buf(), problems }
 }
 
 fn load_snapshot(r: &Region, sb: &Superblock) -> Option<Vec<Arc<LeafRef>>> {

@@ -371,19 +371,7 @@ impl Store {
             );
             return Self::format(region, path, log_len);
         }
-        let s = recovery::open(region, path, opts.verify)?;
-        if opts.verify && !s.opened_clean {
-            // After a crash: recovery has run; now the check.
-            let rep = s
-                .check()
-                .map_err(|e| PoolError::Damaged { path: path.to_path_buf(), problems: vec![e.to_string()] })?;
-            if !rep.is_ok() {
-                // Left as the crash left it (no clean close over damage).
-                s.abandon();
-                return Err(PoolError::Damaged { path: path.to_path_buf(), problems: rep.problems });
-            }
-        }
-        Ok(s)
+        recovery::open(region, path, opts.verify)
     }
 
     /// The persistence backend in use and why it was chosen.
