@@ -92,13 +92,25 @@ pub(crate) fn open_locked(
         .truncate(false)
         .open(path)
         .map_err(|e| OpenError::io(path, "open", e))?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // A lock held a moment longer than its holder wanted is retried for up
+    // to ~100 ms before the pool counts as in use: a process that forks
+    // (any thread spawning a command) lends every open descriptor, and
+    // with it the lock of a pool just closed, to the child until it execs.
+    let mut tries = 0;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            break;
+        }
         let e = io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => OpenError::Locked { path: path.to_path_buf() },
-            _ => OpenError::io(path, "flock", e),
-        });
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Some(libc::EWOULDBLOCK) => return Err(OpenError::Locked { path: path.to_path_buf() }),
+            _ => return Err(OpenError::io(path, "flock", e)),
+        }
     }
     let meta = file.metadata().map_err(|e| OpenError::io(path, "stat", e))?;
     let ft = meta.file_type();
