@@ -169,6 +169,49 @@ fn full_heap_is_an_error_and_stays_usable() {
     assert_eq!(s.free_bytes, s.heap_bytes);
 }
 
+/// `audit` names each way the owner's reachable set can disagree with the
+/// heap, small blocks and large extents alike.
+#[test]
+fn audit_reports_every_disagreement() {
+    let r = region(16 << 20);
+    let heap = Heap::format(r.clone(), 0, r.len()).unwrap();
+    let small: Vec<u64> = (0..500).map(|i| heap.alloc(50 + i % 300).unwrap()).collect();
+    let large = heap.alloc(200_000).unwrap();
+    let all: Vec<u64> = small.iter().copied().chain([large]).collect();
+    assert_eq!(heap.audit(all.iter().copied()).unwrap(), all.len() as u64);
+    // In any order.
+    assert_eq!(heap.audit(all.iter().rev().copied()).unwrap(), all.len() as u64);
+
+    let e = heap.audit(all.iter().copied().chain([small[7]])).unwrap_err();
+    assert!(e.contains("reachable twice") && e.contains(&small[7].to_string()), "{e}");
+    for missing in [small[0], small[250], large] {
+        let e = heap.audit(all.iter().copied().filter(|&o| o != missing)).unwrap_err();
+        assert!(e.contains("1 allocated blocks are unreachable (leak)") && e.contains(&missing.to_string()), "{e}");
+    }
+    let e = heap.audit(all.iter().copied().filter(|&o| o != small[1] && o != small[2])).unwrap_err();
+    assert!(e.starts_with("2 allocated blocks"), "{e}");
+    // A freed block (now in the thread's cache), a freed extent, and an
+    // offset that was never a block are not allocated.
+    heap.free(small[3]).unwrap();
+    let e = heap.audit(all.iter().copied()).unwrap_err();
+    assert!(e.contains(&format!("reachable block {} is not allocated", small[3])), "{e}");
+    let live: Vec<u64> = all.iter().copied().filter(|&o| o != small[3]).collect();
+    assert!(heap.audit(live.iter().copied()).is_ok());
+    let e = heap.audit(live.iter().copied().chain([large + 8])).unwrap_err();
+    assert!(e.contains("is not allocated"), "{e}");
+    heap.free(large).unwrap();
+    let e = heap.audit(live.iter().copied()).unwrap_err();
+    assert!(e.contains(&format!("reachable block {large} is not allocated")), "{e}");
+    let live: Vec<u64> = live.into_iter().filter(|&o| o != large).collect();
+    // A retired block waits for readers: unreachable is fine, reachable
+    // is not.
+    let _pin = heap.pin();
+    heap.retire(small[4]).unwrap();
+    let e = heap.audit(live.iter().copied()).unwrap_err();
+    assert!(e.contains(&format!("reachable block {} was retired", small[4])), "{e}");
+    assert!(heap.audit(live.iter().copied().filter(|&o| o != small[4])).is_ok());
+}
+
 #[test]
 fn invalid_frees_are_typed_errors() {
     let r = region(4 << 20);

@@ -267,6 +267,13 @@ pub fn run(a: &StoreArgs) -> (Vec<Row>, Vec<(String, bool)>) {
                 assert_eq!(found, n);
                 let warm = (anon_kib().saturating_sub(before)) * 1024;
                 let warm_per_key = warm as f64 / n as f64;
+                // What `daxkv check` and `Options::verify` cost at this size.
+                let t = Instant::now();
+                let report = store.check().expect("check");
+                let check_ms = t.elapsed().as_secs_f64() * 1e3;
+                assert!(report.problems.is_empty(), "check: {:?}", report.problems);
+                rows.push(row! {"bench": "store", "case": "check", "engine": "daxkv", "backend": bname.clone(),
+                "threads": 1, "keys": n, "ms": check_ms});
                 store.close().expect("close");
                 let t = Instant::now();
                 let store = Store::open(&path, &opts).expect("reopen");

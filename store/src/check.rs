@@ -8,7 +8,8 @@ use std::collections::HashSet;
 impl Store {
     /// Walk every leaf and record and verify: leaves and records inside
     /// the heap, fingerprints matching keys, keys unique and in order
-    /// across the chain, the volatile index routing every key to its leaf,
+    /// across the chain, the volatile index routing each leaf's keys to it
+    /// (its smallest and largest key: routing is monotonic in the key),
     /// the key count, and the allocator's accounting against what is
     /// reachable (no leak, nothing reachable free). Meant for a quiescent
     /// store: concurrent writers can make it report transient problems.
@@ -25,10 +26,17 @@ impl Store {
         let sb = *self.sb.lock();
         let mut rep = CheckReport::default();
         let in_heap = |off: u64, len: u64| off >= sb.heap_off && off.saturating_add(len) <= sb.heap_off + sb.heap_len;
-        let index = self.index.entries();
+        // One snapshot of the index for the whole walk.
+        let root = self.index.load_full();
+        let mut index = Vec::new();
+        root.collect(&mut index);
         let mut reachable = also_live.to_vec();
         let mut seen = HashSet::new();
-        let mut prev_max: Option<Vec<u8>> = None;
+        // Keys are borrowed from the pool (the pin keeps every record in
+        // place), so nothing is copied per key.
+        let mut prev_max: Option<&[u8]> = None;
+        let mut recs: Vec<(usize, u64)> = Vec::with_capacity(leaf::SLOTS);
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(leaf::SLOTS);
         let mut cur = self.head;
         let mut n = 0usize;
         let mut bytes = 0u64;
@@ -45,56 +53,76 @@ impl Store {
                     other.map(|(_, l)| l.off)
                 )),
             }
-            let sep = index.get(n).map(|(s, _)| s.to_vec()).unwrap_or_default();
-            let next_sep = index.get(n + 1).map(|(s, _)| s.to_vec());
+            let sep: &[u8] = index.get(n).map_or(&[], |(s, _)| s);
+            let next_sep: Option<&[u8]> = index.get(n + 1).map(|(s, _)| &**s);
             let bits = leaf::bitmap(r, cur);
             let fps = leaf::fingerprints(r, cur);
-            let mut keys: Vec<Vec<u8>> = Vec::new();
-            for i in leaf::live(bits) {
-                let rec = leaf::slot(r, cur, i);
+            let next = leaf::next(r, cur);
+            if in_heap(next, LEAF_BYTES as u64) {
+                leaf::prefetch(r, next);
+            }
+            // Start every record's cache misses before reading any.
+            recs.clear();
+            recs.extend(leaf::live(bits).map(|i| (i, leaf::slot(r, cur, i))));
+            for &(_, rec) in &recs {
+                if in_heap(rec, 128) {
+                    leaf::prefetch_record(r, rec);
+                }
+            }
+            keys.clear();
+            for &(i, rec) in &recs {
                 let Some((k, v)) =
                     leaf::record_lens(r, rec).filter(|&(k, v)| in_heap(rec, leaf::REC_HEADER + (k + v) as u64))
                 else {
                     rep.problems.push(format!("leaf {cur} slot {i}: record {rec} out of bounds"));
                     continue;
                 };
-                if leaf::record_intact(r, rec).is_none() {
-                    rep.problems.push(format!("leaf {cur} slot {i}: record {rec} fails its checksum"));
-                }
-                let key = leaf::record_key(r, rec).to_vec();
-                if fps[i] != leaf::fingerprint(&key) {
+                let key = leaf::record_key(r, rec);
+                let fp = match leaf::record_intact(r, rec) {
+                    Some((_, _, h)) => leaf::fingerprint_of(h),
+                    None => {
+                        rep.problems.push(format!("leaf {cur} slot {i}: record {rec} fails its checksum"));
+                        leaf::fingerprint(key)
+                    }
+                };
+                if fps[i] != fp {
                     rep.problems.push(format!("leaf {cur} slot {i}: fingerprint does not match its key"));
                 }
                 if key.is_empty() {
                     rep.problems.push(format!("leaf {cur} slot {i}: empty key"));
                 }
-                if key < sep || next_sep.as_ref().is_some_and(|ns| key >= *ns) {
+                if key < sep || next_sep.is_some_and(|ns| key >= ns) {
                     rep.problems.push(format!("leaf {cur}: key {key:?} outside the leaf's range"));
-                }
-                let routed = self.index.load().route(&key).off;
-                if routed != cur {
-                    rep.problems.push(format!("key {key:?} is in leaf {cur} but the index routes it to {routed}"));
                 }
                 reachable.push(rec);
                 bytes += (k + v) as u64;
                 keys.push(key);
             }
-            keys.sort();
+            keys.sort_unstable();
             if keys.windows(2).any(|w| w[0] == w[1]) {
                 rep.problems.push(format!("leaf {cur} holds a key twice"));
             }
-            if let (Some(pm), Some(first)) = (&prev_max, keys.first())
+            // The index's routing is monotonic in the key, so a leaf's
+            // smallest and largest keys routed to it vouch for the rest.
+            let ends = keys.first().into_iter().chain(keys.last().filter(|_| keys.len() > 1));
+            for &key in ends {
+                let routed = root.route(key).off;
+                if routed != cur {
+                    rep.problems.push(format!("key {key:?} is in leaf {cur} but the index routes it to {routed}"));
+                }
+            }
+            if let (Some(pm), Some(&first)) = (prev_max, keys.first())
                 && first <= pm
             {
                 rep.problems.push(format!("leaf {cur}: keys not above the previous leaf's"));
             }
-            if let Some(last) = keys.last() {
-                prev_max = Some(last.clone());
+            if let Some(&last) = keys.last() {
+                prev_max = Some(last);
             }
             rep.keys += keys.len() as u64;
             rep.leaves += 1;
             n += 1;
-            cur = leaf::next(r, cur);
+            cur = next;
         }
         if n != index.len() {
             rep.problems.push(format!("the chain has {n} leaves, the index {}", index.len()));

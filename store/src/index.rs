@@ -514,7 +514,7 @@ impl Node {
         }
     }
 
-    fn collect(&self, out: &mut Vec<Entry>) {
+    pub(crate) fn collect(&self, out: &mut Vec<Entry>) {
         match &self.kids {
             Kids::Inner(c) => c.iter().for_each(|n| n.collect(out)),
             Kids::Leaves(l) => out.extend(l.iter().map(|l| (l.sep.clone(), l.clone()))),

@@ -423,6 +423,69 @@ fn check_reports_a_misaligned_leaf_pointer() {
     assert!(rep.problems.iter().any(|m| m.contains("leaf chain broken")), "{:?}", rep.problems);
 }
 
+/// Damage that only a walk of the leaves can see, made after a clean close
+/// (which open trusts): `check` names each kind. Leaf layout: bitmap at 0,
+/// next at 8, 64 fingerprint bytes at 16, 64 slot words at 80.
+#[test]
+fn check_names_each_kind_of_leaf_damage() {
+    type Damage = fn(&Path, usize, usize, usize);
+    // (what, damage(pool, head leaf, a live slot of it, a free slot of it), expected)
+    let cases: [(&str, Damage, &[&str]); 3] = [
+        (
+            "a flipped fingerprint",
+            |p, head, i, _| {
+                let b = std::fs::read(p).unwrap();
+                patch(p, head + 16 + i, &[b[head + 16 + i] ^ 0x10]);
+            },
+            &["fingerprint does not match its key"],
+        ),
+        (
+            "one record in two slots",
+            |p, head, i, j| {
+                let b = std::fs::read(p).unwrap();
+                patch(p, head + 80 + 8 * j, &b[head + 80 + 8 * i..head + 88 + 8 * i]);
+                patch(p, head + 16 + j, &[b[head + 16 + i]]);
+                patch(p, head, &(sb_word(p, head) | 1 << j).to_le_bytes());
+            },
+            &["holds a key twice", "reachable twice", "301 keys found"],
+        ),
+        (
+            "a record of the next leaf in the head leaf too",
+            |p, head, _, j| {
+                let b = std::fs::read(p).unwrap();
+                let next = sb_word(p, head + 8) as usize;
+                let k = sb_word(p, next).trailing_zeros() as usize;
+                assert!(next != 0 && k < 64, "the pool has two leaves");
+                patch(p, head + 80 + 8 * j, &b[next + 80 + 8 * k..next + 88 + 8 * k]);
+                patch(p, head + 16 + j, &[b[next + 16 + k]]);
+                patch(p, head, &(sb_word(p, head) | 1 << j).to_le_bytes());
+            },
+            &[
+                "outside the leaf's range",
+                "but the index routes it to",
+                "keys not above the previous leaf's",
+                "reachable twice",
+            ],
+        ),
+    ];
+    for (what, damage, expected) in cases {
+        let d = dir("check-damage");
+        let p = d.0.join("p.pool");
+        make_pool(&p);
+        let head = sb_word(&p, 72) as usize;
+        let bits = sb_word(&p, head);
+        let (i, j) = (bits.trailing_zeros() as usize, (!bits).trailing_zeros() as usize);
+        assert!(i < 64 && j < 64, "the head leaf has a live and a free slot: {bits:#x}");
+        damage(&p, head, i, j);
+        let s = Store::open(&p, &Options::new()).unwrap();
+        let rep = s.check().unwrap();
+        for e in expected {
+            assert!(rep.problems.iter().any(|m| m.contains(e)), "{what}: no {e:?} in {:?}", rep.problems);
+        }
+        s.abandon();
+    }
+}
+
 /// The first live record of the head leaf: its offset and the offset of
 /// its value's last byte.
 fn a_record(p: &Path) -> (usize, usize) {

@@ -8,7 +8,6 @@ use super::pages::PageRuns;
 use super::slab::{BlockRef, ClassPool, UNTOUCHED_IDX};
 use crate::region::Region;
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -591,10 +590,14 @@ impl Heap {
     /// block is allocated, and nothing allocated is unreachable except
     /// blocks retired and waiting for readers. Returns the number of live
     /// blocks.
+    ///
+    /// Works on sorted lists rather than hash sets: a million-key store
+    /// hands in over a million offsets, and sorting them once and walking
+    /// the lists side by side costs a fraction of hashing each one.
     pub fn audit(&self, reachable: impl IntoIterator<Item = u64>) -> Result<u64, String> {
         let sh = &self.sh;
-        let mut cached: HashSet<u64> = HashSet::new();
-        let mut retired: HashSet<u64> = HashSet::new();
+        let mut cached: Vec<u64> = Vec::new();
+        let mut retired: Vec<u64> = Vec::new();
         // A copy of the list, as in `stats`.
         let cells: Vec<Arc<CacheCell>> = sh.cells.lock().clone();
         for cell in &cells {
@@ -603,41 +606,58 @@ impl Heap {
             retired.extend(c.retired.iter().map(|&(_, o)| o));
         }
         retired.extend(sh.orphans.lock().iter().map(|&(_, o)| o));
-        let mut allocated: HashSet<u64> = HashSet::new();
+        cached.sort_unstable();
+        retired.sort_unstable();
+        let mut allocated: Vec<u64> = Vec::new();
         for (c, pool) in sh.classes.iter().enumerate() {
             let size = CLASS_SIZES[c] as u64;
             for (head, live) in pool.snapshot() {
-                for idx in live {
-                    let off = sh.layout.page_off(head) + idx as u64 * size;
-                    if !cached.contains(&off) {
-                        allocated.insert(off);
-                    }
-                }
+                let base = sh.layout.page_off(head);
+                allocated.extend(live.into_iter().map(|idx| base + idx as u64 * size));
             }
         }
         for p in 0..sh.layout.pages {
             if desc_tag(sh.info[p as usize].load(Ordering::Relaxed)) == TAG_LARGE {
-                allocated.insert(sh.layout.page_off(p));
+                allocated.push(sh.layout.page_off(p));
             }
         }
-        let mut seen = HashSet::new();
-        for off in reachable {
-            if !seen.insert(off) {
-                return Err(format!("block {off} reachable twice"));
-            }
-            if !allocated.contains(&off) {
-                return Err(format!("reachable block {off} is not allocated"));
-            }
-            if retired.contains(&off) {
-                return Err(format!("reachable block {off} was retired"));
+        allocated.sort_unstable();
+        // A block in a thread's cache is free, though its slab counts it.
+        allocated.retain(|o| cached.binary_search(o).is_err());
+        let mut reach: Vec<u64> = reachable.into_iter().collect();
+        reach.sort_unstable();
+        if let Some(w) = reach.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("block {} reachable twice", w[0]));
+        }
+        if let Some(&off) = reach.iter().find(|o| retired.binary_search(o).is_ok()) {
+            return Err(format!("reachable block {off} was retired"));
+        }
+        // Both lists sorted and without repeats: walk them side by side.
+        let (mut i, mut j) = (0, 0);
+        let mut leaked = 0usize;
+        let mut first_leak = None;
+        loop {
+            match (reach.get(i), allocated.get(j)) {
+                (Some(r), Some(a)) if r == a => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(&r), None) => return Err(format!("reachable block {r} is not allocated")),
+                (Some(&r), Some(&a)) if r < a => return Err(format!("reachable block {r} is not allocated")),
+                (_, Some(&a)) => {
+                    if retired.binary_search(&a).is_err() {
+                        leaked += 1;
+                        first_leak.get_or_insert(a);
+                    }
+                    j += 1;
+                }
+                (None, None) => break,
             }
         }
-        let leaked: Vec<u64> =
-            allocated.iter().filter(|o| !seen.contains(o) && !retired.contains(o)).copied().collect();
-        if !leaked.is_empty() {
-            return Err(format!("{} allocated blocks are unreachable (leak), e.g. offset {}", leaked.len(), leaked[0]));
+        if let Some(off) = first_leak {
+            return Err(format!("{leaked} allocated blocks are unreachable (leak), e.g. offset {off}"));
         }
-        Ok(seen.len() as u64)
+        Ok(reach.len() as u64)
     }
 }
 
