@@ -46,8 +46,14 @@ impl Kv for TxKv<'_, '_> {
         if !storable(key) {
             return Ok(false);
         }
-        self.watch.touch(key);
-        self.tx.delete(key)
+        // Deleting a missing key changes nothing, and does not disturb its
+        // watchers (as in Redis); the read is validated at commit.
+        let was = self.tx.get(key)?.is_some();
+        if was {
+            self.watch.touch(key);
+            self.tx.delete(key)?;
+        }
+        Ok(was)
     }
 }
 
@@ -269,9 +275,12 @@ impl Kv for Batched<'_> {
         if !storable(key) {
             return Ok(false);
         }
+        // Deleting a missing key changes nothing (see `TxKv::delete`).
         let was = self.with_value(key, |v| v.is_some())?;
-        self.watch.touch(key);
-        self.batch.push(key, None);
+        if was {
+            self.watch.touch(key);
+            self.batch.push(key, None);
+        }
         Ok(was)
     }
 }

@@ -9,7 +9,7 @@ pub struct Watched {
     /// The key.
     pub key: Vec<u8>,
     /// [`crate::shared::WatchTable::version`] when watched.
-    pub version: (u64, u64),
+    pub version: u64,
     /// Its value when watched.
     pub value: Option<Vec<u8>>,
 }

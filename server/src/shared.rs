@@ -72,20 +72,20 @@ pub struct Counters {
 const WATCH_SLOTS: usize = 4096;
 
 /// WATCH support. Every write bumps the version of its key's slot (a hash of
-/// the key) *before* it is queued or committed; FLUSHDB bumps a global
-/// epoch. WATCH records the slot version and then the key's value; EXEC,
+/// the key) *before* it is queued or committed (FLUSHDB: of each key it
+/// deletes; deleting a missing key writes nothing and bumps nothing, as
+/// in Redis). WATCH records the slot version and then the key's value; EXEC,
 /// inside its store transaction, checks both. A write that lands while EXEC
 /// runs changes a record EXEC's transaction read, so the store's optimistic
 /// commit re-runs EXEC, which then sees the bump. Two keys sharing a slot can
 /// abort an EXEC that Redis would run (rare, and always safe).
 pub struct WatchTable {
     slots: Vec<AtomicU64>,
-    epoch: AtomicU64,
 }
 
 impl Default for WatchTable {
     fn default() -> WatchTable {
-        WatchTable { slots: (0..WATCH_SLOTS).map(|_| AtomicU64::new(0)).collect(), epoch: AtomicU64::new(0) }
+        WatchTable { slots: (0..WATCH_SLOTS).map(|_| AtomicU64::new(0)).collect() }
     }
 }
 
@@ -104,14 +104,9 @@ impl WatchTable {
         self.slot(key).fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Every key is about to change.
-    pub fn touch_all(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-    }
-
     /// The version a watcher remembers.
-    pub fn version(&self, key: &[u8]) -> (u64, u64) {
-        (self.slot(key).load(Ordering::SeqCst), self.epoch.load(Ordering::SeqCst))
+    pub fn version(&self, key: &[u8]) -> u64 {
+        self.slot(key).load(Ordering::SeqCst)
     }
 }
 

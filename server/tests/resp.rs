@@ -286,6 +286,60 @@ fn multi_exec_raw() {
     c.roundtrip(&resp(&[b"GET", b"w"]), b"$4\r\nmine\r\n");
 }
 
+/// Found by the differential test against redis-server
+/// (`differential.rs`); each answer here is the one Redis 7.0 gives.
+#[test]
+fn multi_exec_corners() {
+    let s = Server::start();
+    let mut c = Raw::connect(s.addr);
+    // UNWATCH queued inside MULTI (it once took the event loop down).
+    c.roundtrip(&resp(&[b"MULTI"]), b"+OK\r\n");
+    c.roundtrip(&resp(&[b"UNWATCH"]), b"+QUEUED\r\n");
+    c.roundtrip(&resp(&[b"EXEC"]), b"*1\r\n+OK\r\n");
+    // A refused EXEC ends the transaction and says why.
+    c.roundtrip(&resp(&[b"MULTI"]), b"+OK\r\n");
+    c.roundtrip(&resp(&[b"SET", b"e", b"1"]), b"+QUEUED\r\n");
+    c.roundtrip(
+        &resp(&[b"EXEC", b"0"]),
+        b"-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n",
+    );
+    c.roundtrip(&resp(&[b"EXEC"]), b"-ERR EXEC without MULTI\r\n");
+    c.roundtrip(&resp(&[b"EXISTS", b"e"]), b":0\r\n");
+    // Keyspace commands inside EXEC see the transaction's own writes, and
+    // FLUSHDB removes the keys it put.
+    c.roundtrip(&resp(&[b"SET", b"old", b"1"]), b"+OK\r\n");
+    c.roundtrip(&resp(&[b"MULTI"]), b"+OK\r\n");
+    for req in [&[&b"SET"[..], b"new", b"2"][..], &[b"DEL", b"old"], &[b"DBSIZE"], &[b"KEYS", b"*"], &[b"SCAN", b"0"]] {
+        c.roundtrip(&resp(req), b"+QUEUED\r\n");
+    }
+    c.roundtrip(&resp(&[b"SET", b"x", b"3"]), b"+QUEUED\r\n");
+    c.roundtrip(&resp(&[b"FLUSHDB"]), b"+QUEUED\r\n");
+    c.roundtrip(&resp(&[b"DBSIZE"]), b"+QUEUED\r\n");
+    c.roundtrip(
+        &resp(&[b"EXEC"]),
+        b"*8\r\n+OK\r\n:1\r\n:1\r\n*1\r\n$3\r\nnew\r\n*2\r\n$1\r\n0\r\n*1\r\n$3\r\nnew\r\n+OK\r\n+OK\r\n:0\r\n",
+    );
+    c.roundtrip(&resp(&[b"DBSIZE"]), b":0\r\n");
+    // Deleting a missing key is no change to its watchers.
+    c.roundtrip(&resp(&[b"WATCH", b"w"]), b"+OK\r\n");
+    Raw::connect(s.addr).roundtrip(&resp(&[b"DEL", b"w"]), b":0\r\n");
+    c.roundtrip(&resp(&[b"FLUSHDB"]), b"+OK\r\n");
+    c.roundtrip(&resp(&[b"MULTI"]), b"+OK\r\n");
+    c.roundtrip(&resp(&[b"SET", b"w", b"1"]), b"+QUEUED\r\n");
+    c.roundtrip(&resp(&[b"EXEC"]), b"*1\r\n+OK\r\n");
+    // ... but deleting it once it exists is, also by FLUSHDB.
+    c.roundtrip(&resp(&[b"WATCH", b"w"]), b"+OK\r\n");
+    Raw::connect(s.addr).roundtrip(&resp(&[b"FLUSHDB"]), b"+OK\r\n");
+    c.roundtrip(&resp(&[b"MULTI"]), b"+OK\r\n");
+    c.roundtrip(&resp(&[b"SET", b"w", b"1"]), b"+QUEUED\r\n");
+    c.roundtrip(&resp(&[b"EXEC"]), b"*-1\r\n");
+    // Redis formats an unknown command's arguments as C strings.
+    c.roundtrip(
+        &resp(&[b"NO\0PE", b"a\0b", b"c"]),
+        b"-ERR unknown command 'NO', with args beginning with: 'a' 'c' \r\n",
+    );
+}
+
 #[test]
 fn quit_replies_then_closes() {
     let s = Server::start();

@@ -15,6 +15,7 @@ use crate::leaf;
 use crate::recovery::encode_set;
 use crate::store::{Store, check_key, check_value};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -65,6 +66,26 @@ impl Tx<'_> {
         let was = self.get(key)?.is_some();
         self.writes.insert(key.to_vec(), None);
         Ok(was)
+    }
+
+    /// This transaction's own writes to keys in `range`, in key order: the
+    /// new value of a put, `None` for a delete. For views that combine the
+    /// store with the transaction (a count, a listing of keys); reading the
+    /// store around them is not validated at commit, as [`Tx::get`] is.
+    pub fn writes_in<'s>(
+        &'s self,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+    ) -> impl Iterator<Item = (&'s [u8], Option<&'s [u8]>)> + 's {
+        // `BTreeMap::range` panics on a start above the end; such a range
+        // holds nothing.
+        let empty = match range {
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+                a > b || (a == b && !matches!(range, (Bound::Included(_), Bound::Included(_))))
+            }
+            _ => false,
+        };
+        let r = (!empty).then(|| self.writes.range::<[u8], _>(range)).into_iter().flatten();
+        r.map(|(k, v)| (k.as_slice(), v.as_deref()))
     }
 }
 

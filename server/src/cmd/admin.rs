@@ -105,7 +105,13 @@ pub fn exec(ctx: &mut Ctx<'_>, spec: &Spec, argv: &[&[u8]]) -> Flow {
             ctx.shared.shutdown.trigger();
             return Flow::Shutdown;
         }
-        _ => unreachable!("{:?} is not an admin command", spec.cmd),
+        // Dispatch sends every other command elsewhere; should one arrive
+        // here all the same, it is refused rather than taking the event
+        // loop down.
+        _ => {
+            log::error!("{:?} reached the admin commands' dispatch", spec.cmd);
+            out.error(&format!("ERR internal error: {} cannot run here", spec.name));
+        }
     }
     Flow::Continue
 }

@@ -1,7 +1,8 @@
 //! Commands over the whole keyspace: DBSIZE, KEYS, SCAN, FLUSHDB/FLUSHALL.
 //!
 //! They read the store directly (its iterators walk keys in order); inside
-//! MULTI they see the store as committed, not the transaction's own writes.
+//! MULTI they see the store with the transaction's own writes applied, as
+//! Redis's would.
 //! A SCAN cursor is a number standing for the last key returned (kept in
 //! [`crate::shared::Cursors`]), so SCAN returns every key present for the
 //! whole scan exactly once, in key order.
@@ -11,23 +12,23 @@ use super::table::Cmd;
 use crate::frame::parse_i64;
 use crate::glob;
 use crate::reply::Out;
-use crate::shared::Shared;
-use daxkv::{Error, Store};
+use crate::shared::{Shared, WatchTable};
+use daxkv::{Error, Store, Tx};
+use std::cmp::Ordering;
+use std::iter::Peekable;
 use std::ops::Bound;
 
 /// Keys deleted per commit by FLUSHDB.
 const FLUSH_CHUNK: usize = 1024;
 
-/// Run a keyspace command.
-pub fn exec(cmd: Cmd, argv: &[&[u8]], shared: &Shared, out: &mut Out) {
+/// Run a keyspace command; `tx`: the transaction of the EXEC it is part
+/// of, whose writes it sees. FLUSHDB/FLUSHALL inside EXEC are the caller's.
+pub fn exec(cmd: Cmd, argv: &[&[u8]], shared: &Shared, tx: Option<&Tx<'_>>, out: &mut Out) {
     let store = &shared.store;
     let res = match cmd {
-        Cmd::Dbsize => {
-            out.int(store.len() as i64);
-            Ok(())
-        }
-        Cmd::Keys => keys(store, argv[1], out),
-        Cmd::Scan => scan(shared, argv, out),
+        Cmd::Dbsize => dbsize(store, tx).map(|n| out.int(n)),
+        Cmd::Keys => keys(store, tx, argv[1], out),
+        Cmd::Scan => scan(shared, tx, argv, out),
         Cmd::Flushdb | Cmd::Flushall => {
             if argv.len() > 2
                 || argv.len() == 2 && !matches!(argv[1].to_ascii_uppercase().as_slice(), b"SYNC" | b"ASYNC")
@@ -35,8 +36,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], shared: &Shared, out: &mut Out) {
                 out.error("ERR syntax error");
                 return;
             }
-            shared.watch.touch_all();
-            flush(store).map(|()| out.ok())
+            flush(store, &shared.watch).map(|()| out.ok())
         }
         _ => unreachable!("{cmd:?} is not a keyspace command"),
     };
@@ -45,10 +45,69 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], shared: &Shared, out: &mut Out) {
     }
 }
 
-fn keys(store: &Store, pattern: &[u8], out: &mut Out) -> Result<(), Error> {
+/// The number of keys, counting `tx`'s own puts and deletes.
+fn dbsize(store: &Store, tx: Option<&Tx<'_>>) -> Result<i64, Error> {
+    let mut n = store.len() as i64;
+    for (k, v) in tx.into_iter().flat_map(|t| t.writes_in((Bound::Unbounded, Bound::Unbounded))) {
+        n += i64::from(v.is_some()) - i64::from(store.contains(k)?);
+    }
+    Ok(n)
+}
+
+/// Keys of the store from `from` on, in order, with `tx`'s writes applied.
+fn keys_from<'a>(
+    store: &'a Store,
+    tx: Option<&'a Tx<'_>>,
+    from: Bound<&'a [u8]>,
+) -> impl Iterator<Item = Result<Vec<u8>, Error>> + 'a {
+    let stored = store.range::<&[u8]>((from, Bound::Unbounded)).map(|kv| kv.map(|(k, _)| k));
+    let own = tx.into_iter().flat_map(move |t| t.writes_in((from, Bound::Unbounded)));
+    Merge { stored: stored.peekable(), own: own.peekable() }
+}
+
+/// Stored keys merged with a transaction's writes, both in key order: a
+/// put adds its key (once), a delete hides it.
+struct Merge<S: Iterator, W: Iterator> {
+    stored: Peekable<S>,
+    own: Peekable<W>,
+}
+
+impl<'w, S, W> Iterator for Merge<S, W>
+where
+    S: Iterator<Item = Result<Vec<u8>, Error>>,
+    W: Iterator<Item = (&'w [u8], Option<&'w [u8]>)>,
+{
+    type Item = Result<Vec<u8>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let order = match (self.stored.peek(), self.own.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) | (Some(Ok(_)), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(Ok(k)), Some((w, _))) => k.as_slice().cmp(w),
+            };
+            if order == Ordering::Less {
+                return self.stored.next();
+            }
+            if order == Ordering::Equal {
+                self.stored.next();
+            }
+            if let Some((k, Some(_))) = self.own.next() {
+                return Some(Ok(k.to_vec()));
+            }
+        }
+    }
+}
+
+fn keys(store: &Store, tx: Option<&Tx<'_>>, pattern: &[u8], out: &mut Out) -> Result<(), Error> {
+    let prefix = glob::literal_prefix(pattern);
     let mut found = Vec::new();
-    for kv in store.prefix(glob::literal_prefix(pattern)) {
-        let (k, _) = kv?;
+    for k in keys_from(store, tx, Bound::Included(prefix)) {
+        let k = k?;
+        if !k.starts_with(prefix) {
+            break;
+        }
         if glob::matches(pattern, &k) {
             found.push(k);
         }
@@ -60,7 +119,7 @@ fn keys(store: &Store, pattern: &[u8], out: &mut Out) -> Result<(), Error> {
     Ok(())
 }
 
-fn scan(shared: &Shared, argv: &[&[u8]], out: &mut Out) -> Result<(), Error> {
+fn scan(shared: &Shared, tx: Option<&Tx<'_>>, argv: &[&[u8]], out: &mut Out) -> Result<(), Error> {
     let after = match parse_u64(argv[1]) {
         Some(0) => None,
         Some(id) => match shared.cursors.get(id) {
@@ -106,16 +165,15 @@ fn scan(shared: &Shared, argv: &[&[u8]], out: &mut Out) -> Result<(), Error> {
         }
         i += 2;
     }
-    let store = &shared.store;
-    let iter = match &after {
-        None => store.range::<Vec<u8>>(..),
-        Some(k) => store.range((Bound::Excluded(k.clone()), Bound::Unbounded)),
+    let from = match &after {
+        None => Bound::Unbounded,
+        Some(k) => Bound::Excluded(k.as_slice()),
     };
     let mut last = None;
     let mut found = Vec::new();
     let mut more = false;
-    for (seen, kv) in iter.enumerate() {
-        let (k, _) = kv?;
+    for (seen, k) in keys_from(&shared.store, tx, from).enumerate() {
+        let k = k?;
         if seen == count {
             more = true;
             break;
@@ -145,12 +203,15 @@ fn parse_u64(a: &[u8]) -> Option<u64> {
     std::str::from_utf8(a).ok()?.parse().ok()
 }
 
-/// Delete every key, a chunk per commit.
-pub fn flush(store: &Store) -> Result<(), Error> {
+/// Delete every key, a chunk per commit. Only the watchers of keys that
+/// existed see a change (as in Redis).
+pub fn flush(store: &Store, watch: &WatchTable) -> Result<(), Error> {
     loop {
         let mut ops = Vec::with_capacity(FLUSH_CHUNK);
         for kv in store.iter().take(FLUSH_CHUNK) {
-            ops.push((kv?.0, None));
+            let k = kv?.0;
+            watch.touch(&k);
+            ops.push((k, None));
         }
         if ops.is_empty() {
             return Ok(());

@@ -15,13 +15,13 @@ pub mod keys;
 pub mod strings;
 pub mod table;
 
-use crate::kv::{Batch, Batched, TxKv};
+use crate::kv::{Batch, Batched, Kv, TxKv};
 use crate::reply::Out;
 use crate::session::{Session, Watched};
 use crate::shared::Shared;
 use crate::shared::local;
 use daxkv::Tx;
-use std::ops::Range;
+use std::ops::{Bound, Range};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use strings::error_reply;
@@ -106,13 +106,13 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> Flow {
         return refuse(ctx, &unknown_command(argv));
     };
     if !arity_ok(spec.arity, argv.len()) {
-        return refuse(ctx, format!("ERR wrong number of arguments for '{}' command", spec.name).as_bytes());
+        return reject(ctx, spec, format!("ERR wrong number of arguments for '{}' command", spec.name).as_bytes());
     }
     if let Some(e) = check_subcommand(spec, argv) {
-        return refuse(ctx, &e);
+        return reject(ctx, spec, &e);
     }
     if !ctx.session.authed && !spec.no_auth {
-        return refuse(ctx, b"NOAUTH Authentication required.");
+        return reject(ctx, spec, b"NOAUTH Authentication required.");
     }
     if ctx.session.multi.is_some()
         && !matches!(spec.cmd, Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit | Cmd::Reset)
@@ -127,6 +127,21 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> Flow {
         return Flow::Continue;
     }
     run(ctx, spec, argv)
+}
+
+/// Refuse a known command before it runs. A refused EXEC (wrong arity,
+/// not authenticated) ends the transaction, in MULTI or not, and says why,
+/// as Redis does.
+fn reject(ctx: &mut Ctx<'_>, spec: &Spec, msg: &[u8]) -> Flow {
+    if spec.cmd != Cmd::Exec {
+        return refuse(ctx, msg);
+    }
+    ctx.session.multi = None;
+    ctx.session.multi_dirty = false;
+    ctx.session.watched.clear();
+    let why = msg.strip_prefix(b"ERR ").unwrap_or(msg);
+    ctx.out.error_bytes(&[&b"EXECABORT Transaction discarded because of: "[..], why].concat());
+    Flow::Continue
 }
 
 /// Answer an error; inside MULTI it also dooms the transaction.
@@ -174,7 +189,7 @@ fn run(ctx: &mut Ctx<'_>, spec: &Spec, argv: &[&[u8]]) -> Flow {
         }
         Kind::Keyspace => {
             ctx.commit();
-            keys::exec(spec.cmd, argv, shared, ctx.out);
+            keys::exec(spec.cmd, argv, shared, None, ctx.out);
             Flow::Continue
         }
         Kind::Admin => {
@@ -293,13 +308,22 @@ fn queued(shared: &Shared, session: &mut Session, out: &mut Out, tx: &mut Tx<'_>
     match spec.kind {
         Kind::Batched | Kind::Atomic => strings::exec(spec.cmd, argv, &mut TxKv { tx, watch: &shared.watch }, out)?,
         Kind::Keyspace if matches!(spec.cmd, Cmd::Flushdb | Cmd::Flushall) => {
-            shared.watch.touch_all();
-            for kv in shared.store.iter() {
-                tx.delete(&kv?.0)?;
+            // The stored keys, and the keys this transaction put (a key
+            // that is in neither is not touched: its watchers see nothing).
+            let own: Vec<Vec<u8>> =
+                tx.writes_in((Bound::Unbounded, Bound::Unbounded)).map(|(k, _)| k.to_vec()).collect();
+            let mut kv = TxKv { tx, watch: &shared.watch };
+            for k in shared.store.iter() {
+                kv.delete(&k?.0)?;
+            }
+            for k in own {
+                kv.delete(&k)?;
             }
             out.ok();
         }
-        Kind::Keyspace => keys::exec(spec.cmd, argv, shared, out),
+        Kind::Keyspace => keys::exec(spec.cmd, argv, shared, Some(tx), out),
+        // EXEC has already dropped the watched keys.
+        Kind::Admin if spec.cmd == Cmd::Unwatch => out.ok(),
         Kind::Admin => {
             let mut group = Group::default();
             let mut ctx = Ctx { shared, session, out, group: &mut group, conn: usize::MAX };

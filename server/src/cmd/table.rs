@@ -219,6 +219,8 @@ pub fn check_subcommand(spec: &Spec, argv: &[&[u8]]) -> Option<Vec<u8>> {
 
 /// Redis's reply to a command it does not know.
 pub fn unknown_command(argv: &[&[u8]]) -> Vec<u8> {
+    // Redis formats the arguments as C strings: each ends at a NUL byte.
+    let c_str = |a: &[u8]| -> usize { a.iter().position(|&b| b == 0).unwrap_or(a.len()) };
     let mut args = Vec::new();
     for a in &argv[1..] {
         if args.len() >= 128 {
@@ -226,11 +228,11 @@ pub fn unknown_command(argv: &[&[u8]]) -> Vec<u8> {
         }
         let room = 128 - args.len();
         args.push(b'\'');
-        args.extend_from_slice(&a[..a.len().min(room)]);
+        args.extend_from_slice(&a[..c_str(a).min(room)]);
         args.extend_from_slice(b"' ");
     }
     let mut e = b"ERR unknown command '".to_vec();
-    e.extend_from_slice(&argv[0][..argv[0].len().min(128)]);
+    e.extend_from_slice(&argv[0][..c_str(argv[0]).min(128)]);
     e.extend_from_slice(b"', with args beginning with: ");
     e.extend_from_slice(&args);
     e
@@ -248,6 +250,10 @@ mod tests {
         assert_eq!(
             unknown_command(&[b"foo", b"a", b"b"]),
             b"ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            unknown_command(&[b"fo\0o", b"a\0b", b"\0", b"c"]),
+            b"ERR unknown command 'fo', with args beginning with: 'a' '' 'c' "
         );
         assert_eq!(unknown_command(&[b"foo"]), b"ERR unknown command 'foo', with args beginning with: ");
         let client = lookup(b"client").unwrap();

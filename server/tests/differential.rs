@@ -1,0 +1,383 @@
+//! Differential test against a real `redis-server` (Debian's redis-server,
+//! installed by `.ci/install`): the same seeded stream of random commands,
+//! right and wrong (arity, options, integers, ranges, transactions, unknown
+//! names), goes to both servers one at a time, and every reply must be
+//! byte for byte the same. Only the documented differences are kept out
+//! of the stream (expiry, databases other than 0, CONFIG SET), along with
+//! replies that describe the server itself (INFO, CLIENT ID, HELLO,
+//! COMMAND); KEYS replies are compared as sets.
+
+mod common;
+
+use common::{Server, resp};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` on a free loopback port, without persistence (only
+/// its answers matter here), killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = TempDir(std::env::temp_dir().join(format!("daxkv-diff-redis-{}-{port}", std::process::id())));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--protected-mode", "yes", "--dir"])
+            .arg(&dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server; .ci/install does)");
+        let r = Redis { child, port, _dir: dir };
+        let t = Instant::now();
+        loop {
+            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                c.write_all(b"PING\r\n").unwrap();
+                let mut b = [0u8; 7];
+                if c.read_exact(&mut b).is_ok() && &b == b"+PONG\r\n" {
+                    return r;
+                }
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "redis-server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One RESP reply, kept as its exact bytes.
+fn read_reply(r: &mut BufReader<TcpStream>, out: &mut Vec<u8>) {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line).expect("a reply");
+    assert!(line.ends_with(b"\r\n"), "truncated reply line {:?}", String::from_utf8_lossy(&line));
+    out.extend_from_slice(&line);
+    let body = &line[1..line.len() - 2];
+    let n = || std::str::from_utf8(body).unwrap().parse::<i64>().unwrap();
+    match line[0] {
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' => {}
+        b'$' | b'=' | b'!' => {
+            if n() >= 0 {
+                let mut b = vec![0; n() as usize + 2];
+                r.read_exact(&mut b).unwrap();
+                out.extend_from_slice(&b);
+            }
+        }
+        b'*' | b'~' | b'>' => {
+            for _ in 0..n().max(0) {
+                read_reply(r, out);
+            }
+        }
+        b'%' => {
+            for _ in 0..2 * n() {
+                read_reply(r, out);
+            }
+        }
+        t => panic!("unknown reply type {:?}", t as char),
+    }
+}
+
+/// A reply, parsed from its exact bytes, for comparisons that must ignore
+/// an order Redis leaves unspecified (KEYS, also inside EXEC).
+#[derive(Debug, PartialEq)]
+enum Reply {
+    /// A whole line (status, error, integer, null): its bytes.
+    Line(Vec<u8>),
+    Bulk(Vec<u8>),
+    Array(Vec<Reply>),
+}
+
+fn parse(b: &mut &[u8]) -> Reply {
+    let end = b.windows(2).position(|w| w == b"\r\n").unwrap();
+    let (line, rest) = (&b[..end], &b[end + 2..]);
+    *b = rest;
+    let n = || std::str::from_utf8(&line[1..]).unwrap().parse::<i64>().unwrap();
+    match line[0] {
+        b'$' if n() >= 0 => {
+            let v = b[..n() as usize].to_vec();
+            *b = &b[n() as usize + 2..];
+            Reply::Bulk(v)
+        }
+        b'*' if n() >= 0 => Reply::Array((0..n()).map(|_| parse(b)).collect()),
+        _ => Reply::Line(line.to_vec()),
+    }
+}
+
+/// Sort a KEYS reply's elements.
+fn sorted(mut r: Reply) -> Reply {
+    if let Reply::Array(v) = &mut r {
+        v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    }
+    r
+}
+
+/// `reply` to `cmd`, with the order of KEYS replies made canonical: of
+/// KEYS itself, and of the KEYS commands an EXEC ran (`queued`: which of
+/// the queued commands are KEYS).
+fn canonical(cmd: &[u8], reply: &[u8], queued: &[bool]) -> Reply {
+    let r = parse(&mut &reply[..]);
+    if cmd.eq_ignore_ascii_case(b"KEYS") {
+        return sorted(r);
+    }
+    match r {
+        Reply::Array(v) if cmd.eq_ignore_ascii_case(b"EXEC") && v.len() == queued.len() => {
+            Reply::Array(v.into_iter().zip(queued).map(|(e, &keys)| if keys { sorted(e) } else { e }).collect())
+        }
+        r => r,
+    }
+}
+
+struct Conn {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn to(port: u16) -> Conn {
+        let w = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        w.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        w.set_nodelay(true).unwrap();
+        Conn { r: BufReader::new(w.try_clone().unwrap()), w }
+    }
+
+    fn call(&mut self, req: &[u8]) -> Vec<u8> {
+        self.w.write_all(req).unwrap();
+        let mut out = Vec::new();
+        read_reply(&mut self.r, &mut out);
+        out
+    }
+}
+
+// Not the empty key: the store holds keys of 1 B to 16 KiB (documented).
+const KEYS: &[&[u8]] = &[b"k0", b"k1", b"k2", b"counter", b"\x00bin\xff", b"k*"];
+
+fn key(rng: &mut StdRng) -> Vec<u8> {
+    KEYS[rng.gen_range(0..KEYS.len())].to_vec()
+}
+
+/// Values that probe integer parsing, ranges and binary safety.
+fn value(rng: &mut StdRng) -> Vec<u8> {
+    const FIXED: &[&[u8]] = &[
+        b"",
+        b"0",
+        b"1",
+        b"-1",
+        b"42",
+        b"-0",
+        b"+5",
+        b"007",
+        b" 1",
+        b"1 ",
+        b"1.5",
+        b"1e3",
+        b"abc",
+        b"9223372036854775807",
+        b"-9223372036854775808",
+        b"9223372036854775808",
+        b"-9223372036854775809",
+        b"99999999999999999999999",
+        b"\x00\xff\r\n",
+        b"0x10",
+    ];
+    match rng.gen_range(0..10) {
+        0..=6 => FIXED[rng.gen_range(0..FIXED.len())].to_vec(),
+        7 => (0..rng.gen_range(0..40)).map(|_| rng.gen_range(b'a'..=b'z')).collect(),
+        8 => (0..rng.gen_range(0..20)).map(|_| rng.r#gen::<u8>()).collect(),
+        _ => rng.gen_range(-3000i64..3000).to_string().into_bytes(),
+    }
+}
+
+/// An index or offset argument: small, negative, huge or not a number.
+fn index(rng: &mut StdRng) -> Vec<u8> {
+    match rng.gen_range(0..8) {
+        0..=4 => rng.gen_range(-30i64..30).to_string().into_bytes(),
+        5 => rng.gen_range(-5000i64..5000).to_string().into_bytes(),
+        _ => value(rng),
+    }
+}
+
+/// One random command: usually well formed, sometimes with the wrong
+/// number of arguments or a misspelled option.
+fn command(rng: &mut StdRng) -> Vec<Vec<u8>> {
+    let names: &[&str] = &[
+        "GET",
+        "SET",
+        "SETNX",
+        "GETSET",
+        "GETDEL",
+        "MGET",
+        "MSET",
+        "MSETNX",
+        "DEL",
+        "UNLINK",
+        "EXISTS",
+        "INCR",
+        "INCRBY",
+        "DECR",
+        "DECRBY",
+        "APPEND",
+        "STRLEN",
+        "GETRANGE",
+        "SETRANGE",
+        "TYPE",
+        "KEYS",
+        "DBSIZE",
+        "PING",
+        "ECHO",
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "WATCH",
+        "UNWATCH",
+        "SELECT",
+        "FLUSHDB",
+        "NOSUCHCMD",
+        "substr",
+    ];
+    let name = names[rng.gen_range(0..names.len())];
+    let mut c: Vec<Vec<u8>> = vec![if rng.gen_bool(0.3) { name.to_lowercase() } else { name.to_string() }.into_bytes()];
+    let k = |rng: &mut StdRng| key(rng);
+    match name {
+        "GET" | "GETDEL" | "INCR" | "DECR" | "STRLEN" | "TYPE" => c.push(k(rng)),
+        "SET" => {
+            c.push(k(rng));
+            c.push(value(rng));
+            for _ in 0..rng.gen_range(0..3) {
+                let opts: &[&[u8]] = &[b"NX", b"XX", b"GET", b"nx", b"get", b"KEEPTTL", b"BOGUS"];
+                c.push(opts[rng.gen_range(0..opts.len())].to_vec());
+            }
+        }
+        "SETNX" | "GETSET" | "APPEND" => {
+            c.push(k(rng));
+            c.push(value(rng));
+        }
+        "INCRBY" | "DECRBY" => {
+            c.push(k(rng));
+            c.push(if rng.gen_bool(0.7) { rng.gen_range(-100i64..100).to_string().into_bytes() } else { value(rng) });
+        }
+        "MGET" | "DEL" | "UNLINK" | "EXISTS" | "WATCH" => {
+            for _ in 0..rng.gen_range(1..5) {
+                c.push(k(rng));
+            }
+        }
+        "MSET" | "MSETNX" => {
+            for _ in 0..rng.gen_range(1..4) {
+                c.push(k(rng));
+                c.push(value(rng));
+            }
+        }
+        "GETRANGE" | "substr" => {
+            c.push(k(rng));
+            c.push(index(rng));
+            c.push(index(rng));
+        }
+        "SETRANGE" => {
+            c.push(k(rng));
+            c.push(index(rng));
+            c.push(value(rng));
+        }
+        "KEYS" => {
+            let pats: &[&[u8]] = &[b"*", b"k?", b"k[0-1]", b"*o*", b"\\k*", b"[^k]*", b"k\\*", b"", b"[a-"];
+            c.push(pats[rng.gen_range(0..pats.len())].to_vec());
+        }
+        "PING" if rng.gen_bool(0.5) => c.push(value(rng)),
+        "ECHO" => c.push(value(rng)),
+        "SELECT" => c.push(if rng.gen_bool(0.5) { b"0".to_vec() } else { b"x".to_vec() }),
+        "NOSUCHCMD" => {
+            for _ in 0..rng.gen_range(0..3) {
+                c.push(value(rng));
+            }
+        }
+        _ => {}
+    }
+    // Wrong arity now and then: an argument dropped or one too many.
+    if rng.gen_range(0..12) == 0 {
+        if c.len() > 1 && rng.gen_bool(0.5) {
+            c.pop();
+        } else {
+            c.push(value(rng));
+        }
+    }
+    c
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn same_replies_as_redis_server() {
+    let redis = Redis::start();
+    let daxkv = Server::start();
+    let mut a = Conn::to(redis.port);
+    let mut b = Conn::to(daxkv.addr.port());
+    let mut rng = StdRng::seed_from_u64(0xd1ff);
+    let mut history: Vec<String> = Vec::new();
+    let mut compared = 0;
+    // Inside MULTI: for each queued command, whether it is KEYS.
+    let mut queue: Option<Vec<bool>> = None;
+    for i in 0..20_000 {
+        let c = command(&mut rng);
+        let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
+        // Documented differences: databases other than 0.
+        if args[0].eq_ignore_ascii_case(b"SELECT") && args.get(1) != Some(&&b"0"[..]) && args.len() == 2 {
+            continue;
+        }
+        // FLUSHDB rarely, so that keys live long enough to matter.
+        if args[0].eq_ignore_ascii_case(b"FLUSHDB") && i % 50 != 0 {
+            continue;
+        }
+        let req = resp(&args);
+        history.push(args.iter().map(|a| show(a)).collect::<Vec<_>>().join(" "));
+        let (want, got) = (a.call(&req), b.call(&req));
+        let same = want == got
+            || canonical(args[0], &want, queue.as_deref().unwrap_or(&[]))
+                == canonical(args[0], &got, queue.as_deref().unwrap_or(&[]));
+        let name = args[0].to_ascii_uppercase();
+        match (name.as_slice(), want.as_slice()) {
+            (b"MULTI", b"+OK\r\n") => queue = Some(Vec::new()),
+            (_, b"+QUEUED\r\n") => queue.get_or_insert_with(Vec::new).push(name == b"KEYS"),
+            (b"EXEC" | b"DISCARD", _) => queue = None,
+            _ => {}
+        }
+        assert!(
+            same,
+            "command {i}: {:?}\nredis-server: {:?}\ndaxkv:        {:?}\nlast commands:\n{}",
+            history.last().unwrap(),
+            show(&want),
+            show(&got),
+            history[history.len().saturating_sub(30)..].join("\n")
+        );
+        compared += 1;
+    }
+    assert!(compared > 15_000, "{compared} commands compared");
+    // The same data at the end, key by key.
+    for k in KEYS {
+        let req = resp(&[b"GET", k]);
+        assert_eq!(show(&a.call(&req)), show(&b.call(&req)), "final value of {:?}", show(k));
+    }
+}
