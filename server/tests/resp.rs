@@ -320,6 +320,13 @@ fn multi_exec_corners() {
         b"*8\r\n+OK\r\n:1\r\n:1\r\n*1\r\n$3\r\nnew\r\n*2\r\n$1\r\n0\r\n*1\r\n$3\r\nnew\r\n+OK\r\n+OK\r\n:0\r\n",
     );
     c.roundtrip(&resp(&[b"DBSIZE"]), b":0\r\n");
+    // FLUSHDB with a bad argument inside EXEC is refused there, and
+    // flushes nothing.
+    c.roundtrip(&resp(&[b"SET", b"keep", b"1"]), b"+OK\r\n");
+    c.roundtrip(&resp(&[b"MULTI"]), b"+OK\r\n");
+    c.roundtrip(&resp(&[b"FLUSHDB", b"NOW"]), b"+QUEUED\r\n");
+    c.roundtrip(&resp(&[b"EXEC"]), b"*1\r\n-ERR syntax error\r\n");
+    c.roundtrip(&resp(&[b"DBSIZE"]), b":1\r\n");
     // Deleting a missing key is no change to its watchers.
     c.roundtrip(&resp(&[b"WATCH", b"w"]), b"+OK\r\n");
     Raw::connect(s.addr).roundtrip(&resp(&[b"DEL", b"w"]), b":0\r\n");

@@ -30,9 +30,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], shared: &Shared, tx: Option<&Tx<'_>>, out:
         Cmd::Keys => keys(store, tx, argv[1], out),
         Cmd::Scan => scan(shared, tx, argv, out),
         Cmd::Flushdb | Cmd::Flushall => {
-            if argv.len() > 2
-                || argv.len() == 2 && !matches!(argv[1].to_ascii_uppercase().as_slice(), b"SYNC" | b"ASYNC")
-            {
+            if !flush_args_ok(argv) {
                 out.error("ERR syntax error");
                 return;
             }
@@ -201,6 +199,15 @@ fn parse_u64(a: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(a).ok()?.parse().ok()
+}
+
+/// FLUSHDB / FLUSHALL take nothing, SYNC or ASYNC.
+pub fn flush_args_ok(argv: &[&[u8]]) -> bool {
+    match argv {
+        [_] => true,
+        [_, mode] => matches!(mode.to_ascii_uppercase().as_slice(), b"SYNC" | b"ASYNC"),
+        _ => false,
+    }
 }
 
 /// Delete every key, a chunk per commit. Only the watchers of keys that

@@ -307,6 +307,9 @@ fn queued(shared: &Shared, session: &mut Session, out: &mut Out, tx: &mut Tx<'_>
     let Some(spec) = lookup(argv[0]) else { return Ok(()) };
     match spec.kind {
         Kind::Batched | Kind::Atomic => strings::exec(spec.cmd, argv, &mut TxKv { tx, watch: &shared.watch }, out)?,
+        Kind::Keyspace if matches!(spec.cmd, Cmd::Flushdb | Cmd::Flushall) && !keys::flush_args_ok(argv) => {
+            out.error("ERR syntax error");
+        }
         Kind::Keyspace if matches!(spec.cmd, Cmd::Flushdb | Cmd::Flushall) => {
             // The stored keys, and the keys this transaction put (a key
             // that is in neither is not touched: its watchers see nothing).

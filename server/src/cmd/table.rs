@@ -206,6 +206,7 @@ pub fn check_subcommand(spec: &Spec, argv: &[&[u8]]) -> Option<Vec<u8>> {
     match subs.iter().find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(sub)) {
         None => {
             let mut e = b"ERR unknown subcommand '".to_vec();
+            let sub = c_str(sub);
             e.extend_from_slice(&sub[..sub.len().min(128)]);
             e.extend_from_slice(format!("'. Try {} HELP.", spec.name.to_uppercase()).as_bytes());
             Some(e)
@@ -217,10 +218,14 @@ pub fn check_subcommand(spec: &Spec, argv: &[&[u8]]) -> Option<Vec<u8>> {
     }
 }
 
+/// `a` as Redis prints it into an error message: a C string, which ends
+/// at the first NUL byte.
+fn c_str(a: &[u8]) -> &[u8] {
+    &a[..a.iter().position(|&b| b == 0).unwrap_or(a.len())]
+}
+
 /// Redis's reply to a command it does not know.
 pub fn unknown_command(argv: &[&[u8]]) -> Vec<u8> {
-    // Redis formats the arguments as C strings: each ends at a NUL byte.
-    let c_str = |a: &[u8]| -> usize { a.iter().position(|&b| b == 0).unwrap_or(a.len()) };
     let mut args = Vec::new();
     for a in &argv[1..] {
         if args.len() >= 128 {
@@ -228,11 +233,13 @@ pub fn unknown_command(argv: &[&[u8]]) -> Vec<u8> {
         }
         let room = 128 - args.len();
         args.push(b'\'');
-        args.extend_from_slice(&a[..c_str(a).min(room)]);
+        let a = c_str(a);
+        args.extend_from_slice(&a[..a.len().min(room)]);
         args.extend_from_slice(b"' ");
     }
     let mut e = b"ERR unknown command '".to_vec();
-    e.extend_from_slice(&argv[0][..c_str(argv[0]).min(128)]);
+    let name = c_str(argv[0]);
+    e.extend_from_slice(&name[..name.len().min(128)]);
     e.extend_from_slice(b"', with args beginning with: ");
     e.extend_from_slice(&args);
     e
@@ -260,6 +267,10 @@ mod tests {
         assert_eq!(
             check_subcommand(client, &[b"client", b"foo"]).unwrap(),
             b"ERR unknown subcommand 'foo'. Try CLIENT HELP."
+        );
+        assert_eq!(
+            check_subcommand(client, &[b"client", b"fo\0o"]).unwrap(),
+            b"ERR unknown subcommand 'fo'. Try CLIENT HELP."
         );
         assert_eq!(
             check_subcommand(client, &[b"client", b"SETNAME"]).unwrap(),
