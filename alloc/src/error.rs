@@ -25,6 +25,13 @@ pub enum OpenError {
         /// The path given.
         path: PathBuf,
     },
+    /// The pool was to be created, but the directory it names does not
+    /// exist.
+    #[error("{path}: cannot create the pool: no such directory")]
+    NoDirectory {
+        /// The path given.
+        path: PathBuf,
+    },
     /// The file cannot be read and written by this process.
     #[error("{path}: permission denied (a pool must be readable and writable)")]
     PermissionDenied {

@@ -85,13 +85,13 @@ pub(crate) fn open_locked(
     if path.is_dir() {
         return Err(OpenError::IsDirectory { path: path.to_path_buf() });
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create_size.is_some())
-        .truncate(false)
-        .open(path)
-        .map_err(|e| OpenError::io(path, "open", e))?;
+    let file =
+        OpenOptions::new().read(true).write(true).create(create_size.is_some()).truncate(false).open(path).map_err(
+            |e| match OpenError::io(path, "open", e) {
+                OpenError::NotFound { path } if create_size.is_some() => OpenError::NoDirectory { path },
+                e => e,
+            },
+        )?;
     // A lock held a moment longer than its holder wanted is retried for up
     // to ~100 ms before the pool counts as in use: a process that forks
     // (any thread spawning a command) lends every open descriptor, and

@@ -204,7 +204,14 @@ fn options(args: &PoolArgs, create: bool) -> Options {
 }
 
 fn open(path: &Path) -> Result<Store, String> {
-    Store::open(path, &Options::new()).map_err(|e| e.to_string())
+    Store::open(path, &Options::new()).map_err(|e| pool_error(path, &e))
+}
+
+/// A pool error as one line that names the pool once (most errors name
+/// it already).
+fn pool_error(path: &Path, e: &PoolError) -> String {
+    let (m, p) = (e.to_string(), path.display().to_string());
+    if m.starts_with(&p) { m } else { format!("{p}: {m}") }
 }
 
 /// Non-printable bytes as \xHH, for one-line output.
@@ -254,17 +261,18 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             verify,
         } => {
             let t0 = Instant::now();
-            let store = Store::open(&pool, &options(&pool_args, true).verify(verify)).map_err(|e| match e {
-                // Its message names the pool already.
-                PoolError::Damaged { .. } => e.to_string(),
-                e => format!("{}: {e}", pool.display()),
-            })?;
+            let store =
+                Store::open(&pool, &options(&pool_args, true).verify(verify)).map_err(|e| pool_error(&pool, &e))?;
             let st = store.stats();
             println!(
                 "daxkv: pool {} ({} keys, {}, opened in {:.1} ms)",
                 pool.display(),
                 st.keys,
-                if st.opened_clean { "clean" } else { "recovered" },
+                match (st.opened_clean, st.recoveries) {
+                    (true, _) => "clean",
+                    (false, 0) => "created",
+                    (false, _) => "recovered",
+                },
                 t0.elapsed().as_secs_f64() * 1e3
             );
             println!("daxkv: {}", store.persist_info());
@@ -312,8 +320,9 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             });
             let list = addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
             println!(
-                "daxkv: ready on {list} ({} event loops, {:.1} ms after start)",
+                "daxkv: ready on {list} ({} event loop{}, {:.1} ms after start)",
                 config.threads,
+                if config.threads == 1 { "" } else { "s" },
                 started.elapsed().as_secs_f64() * 1e3
             );
             let _ = std::io::stdout().flush();
@@ -328,7 +337,7 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Create { path, pool_args } => {
-            let s = Store::create(&path, &options(&pool_args, true)).map_err(|e| format!("{}: {e}", path.display()))?;
+            let s = Store::create(&path, &options(&pool_args, true)).map_err(|e| pool_error(&path, &e))?;
             println!("{}: created, {} bytes", path.display(), s.stats().pool_size);
             println!("{}", s.persist_info());
             s.close().map_err(|e| e.to_string())?;
@@ -338,12 +347,13 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             let s = open(&path)?;
             let st = s.stats();
             println!("pool:          {}", path.display());
-            println!("persistence:   {}", s.persist_info());
+            let backend = s.persist_info().to_string();
+            println!("persistence:   {}", backend.strip_prefix("persistence ").unwrap_or(&backend));
             println!("keys:          {}", st.keys);
             println!("bytes:         {} (keys + values)", st.bytes);
             println!("pool size:     {}", st.pool_size);
             println!(
-                "heap:          {} bytes, {} live, {} free",
+                "heap:          {} bytes: {} live, {} free",
                 st.heap_bytes, st.heap_live_bytes, st.heap_free_bytes
             );
             println!("leaves:        {}", st.leaves);
@@ -355,7 +365,8 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
         Cmd::Check { path } => {
             let s = open(&path)?;
             let r = s.check().map_err(|e| e.to_string())?;
-            println!("{}: {} keys in {} leaves", path.display(), r.keys, r.leaves);
+            let leaves = if r.leaves == 1 { "leaf" } else { "leaves" };
+            println!("{}: {} keys in {} {leaves}", path.display(), r.keys, r.leaves);
             for p in &r.problems {
                 println!("problem: {p}");
             }
@@ -426,7 +437,7 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Load { path, file, pool_args } => {
-            let s = Store::open(&path, &options(&pool_args, true)).map_err(|e| format!("{}: {e}", path.display()))?;
+            let s = Store::open(&path, &options(&pool_args, true)).map_err(|e| pool_error(&path, &e))?;
             let n = if file.as_os_str() == "-" {
                 daxkv_server::dump::load(&s, &mut std::io::BufReader::new(std::io::stdin().lock()))
             } else {

@@ -98,9 +98,10 @@ fn opened_clean(pool: &Path) -> bool {
 fn sigterm_and_sigint_close_the_pool_cleanly() {
     let pool = pool_path("sig");
     let _c = Cleanup(vec![pool.clone()]);
-    for sig in ["TERM", "INT"] {
+    for (sig, how) in [("TERM", "created"), ("INT", "clean")] {
         let mut p = serve(&pool, &[]);
         assert!(p.lines.iter().any(|l| l.contains("persistence")), "backend not printed: {:?}", p.lines);
+        assert!(p.lines[0].contains(&format!("keys, {how}, opened in")), "{:?}", p.lines);
         let mut c = redis::Client::open(format!("redis://{}/", p.addr)).unwrap().get_connection().unwrap();
         let _: () = redis::cmd("SET").arg(format!("key-{sig}")).arg(sig).query(&mut c).unwrap();
         signal(&p.child, sig);
@@ -236,6 +237,8 @@ fn kill_torture_every_acknowledged_set_survives() {
     let mut total_acked = 0;
     for round in 0..20u64 {
         let mut p = serve(&pool, &[]);
+        let how = if round == 0 { "created" } else { "recovered" };
+        assert!(p.lines[0].contains(&format!("keys, {how}, opened in")), "round {round}: {:?}", p.lines);
         // Every acknowledged SET is there: its value, or a later one of the
         // same writer (written, not yet acknowledged when the kill came).
         let mut c = TcpStream::connect(p.addr).unwrap();

@@ -64,6 +64,10 @@ fn missing_file_without_create() {
     let d = scratch("missing");
     let e = Region::open(&d.join("nope"), &opts(None)).unwrap_err();
     assert!(matches!(e, OpenError::NotFound { .. }), "{e:?}");
+    // Asked to create it in a directory that does not exist: said so.
+    let e = Region::open(&d.join("no-dir").join("p.pool"), &opts(Some(1 << 20))).unwrap_err();
+    assert!(matches!(e, OpenError::NoDirectory { .. }), "{e:?}");
+    assert!(e.to_string().ends_with("cannot create the pool: no such directory"), "{e}");
     std::fs::remove_dir_all(&d).unwrap();
 }
 
