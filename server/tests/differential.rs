@@ -192,7 +192,12 @@ impl Conn {
 // Not the empty key: the store holds keys of 1 B to 16 KiB (documented).
 const KEYS: &[&[u8]] = &[b"k0", b"k1", b"k2", b"counter", b"\x00bin\xff", b"k*"];
 
+/// Mostly the few named keys (so that commands meet each other's data),
+/// sometimes one of a few hundred more (so that SCAN pages).
 fn key(rng: &mut StdRng) -> Vec<u8> {
+    if rng.gen_range(0..5) == 0 {
+        return format!("m{}", rng.gen_range(0..300)).into_bytes();
+    }
     KEYS[rng.gen_range(0..KEYS.len())].to_vec()
 }
 
@@ -224,6 +229,7 @@ fn value(rng: &mut StdRng) -> Vec<u8> {
         0..=6 => FIXED[rng.gen_range(0..FIXED.len())].to_vec(),
         7 => (0..rng.gen_range(0..40)).map(|_| rng.gen_range(b'a'..=b'z')).collect(),
         8 => (0..rng.gen_range(0..20)).map(|_| rng.r#gen::<u8>()).collect(),
+        9 if rng.gen_range(0..20) == 0 => vec![b'v'; rng.gen_range(1000..300_000)],
         _ => rng.gen_range(-3000i64..3000).to_string().into_bytes(),
     }
 }
@@ -296,8 +302,17 @@ fn command(rng: &mut StdRng) -> Vec<Vec<u8>> {
         "PING" if rng.gen_bool(0.5) => c.push(value(rng)),
         "ECHO" => c.push(value(rng)),
         // One page holds every key: the cursor that comes back is 0 in both.
+        // (`SCAN-ALL` pages through every key with a small COUNT; see
+        // `scan_all`.)
         "SCAN" => {
-            c.extend([b"0".to_vec(), b"COUNT".to_vec(), b"1000".to_vec()]);
+            if rng.gen_bool(0.3) {
+                c[0] = b"SCAN-ALL".to_vec();
+            }
+            c.extend([
+                b"0".to_vec(),
+                b"COUNT".to_vec(),
+                if c[0] == b"SCAN-ALL" { rng.gen_range(1..20).to_string().into_bytes() } else { b"1000".to_vec() },
+            ]);
             if rng.gen_bool(0.5) {
                 c.extend([b"MATCH".to_vec(), if rng.gen_bool(0.5) { b"k*".to_vec() } else { b"*o*".to_vec() }]);
             }
@@ -325,7 +340,7 @@ fn command(rng: &mut StdRng) -> Vec<Vec<u8>> {
         _ => {}
     }
     // Wrong arity now and then: an argument dropped or one too many.
-    if rng.gen_range(0..12) == 0 {
+    if c[0] != b"SCAN-ALL" && rng.gen_range(0..12) == 0 {
         if c.len() > 1 && rng.gen_bool(0.5) {
             c.pop();
         } else {
@@ -337,6 +352,31 @@ fn command(rng: &mut StdRng) -> Vec<Vec<u8>> {
 
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Every key a SCAN from cursor 0 to the end returns (`args`: cursor 0
+/// and options); Redis may return a key twice, so as a set.
+fn scan_all(c: &mut Conn, args: &[&[u8]]) -> std::collections::BTreeSet<Vec<u8>> {
+    let mut keys = std::collections::BTreeSet::new();
+    let mut cursor = b"0".to_vec();
+    for _ in 0..100_000 {
+        let mut req: Vec<&[u8]> = vec![b"SCAN", &cursor];
+        req.extend_from_slice(&args[1..]);
+        let reply = c.call(&resp(&req));
+        let Reply::Array(mut v) = parse(&mut &reply[..]) else { panic!("SCAN answered {}", show(&reply)) };
+        let (Some(Reply::Array(page)), Some(Reply::Bulk(next))) = (v.pop(), v.pop()) else {
+            panic!("SCAN answered {}", show(&reply))
+        };
+        keys.extend(page.into_iter().map(|k| match k {
+            Reply::Bulk(k) => k,
+            other => panic!("SCAN key {other:?}"),
+        }));
+        if next == b"0" {
+            return keys;
+        }
+        cursor = next;
+    }
+    panic!("SCAN did not end")
 }
 
 /// One side of the comparison: a connection to each server, and the
@@ -408,6 +448,20 @@ fn compare_stream(redis: &Redis, daxkv: &Server, seed: u64) {
             if name == b"HELLO" && (cmd.len() == 1 || matches!(version(), Some(2 | 3))) {
                 continue;
             }
+            if name == b"SCAN-ALL" {
+                // Not inside MULTI (where each SCAN would only queue).
+                let c = &mut clients[who];
+                if c.queue.is_none() {
+                    let args: Vec<&[u8]> = cmd[1..].iter().map(|a| a.as_slice()).collect();
+                    let (want, got) = (scan_all(&mut c.redis, &args), scan_all(&mut c.daxkv, &args));
+                    assert!(
+                        want == got,
+                        "seed {seed:#x}: SCAN {args:?} to the end: redis-server {want:?}, daxkv {got:?}"
+                    );
+                    compared += 1;
+                }
+                continue;
+            }
             // FLUSHDB rarely, so that keys live long enough to matter.
             if name == b"FLUSHDB" && i % 50 != 0 {
                 continue;
@@ -429,7 +483,8 @@ fn compare_stream(redis: &Redis, daxkv: &Server, seed: u64) {
             match (name.as_slice(), want.as_slice()) {
                 (b"MULTI", b"+OK\r\n") => c.queue = Some(Vec::new()),
                 (_, b"+QUEUED\r\n") => c.queue.get_or_insert_with(Vec::new).push(name.clone()),
-                (b"EXEC" | b"DISCARD", _) => c.queue = None,
+                // Any EXEC ends MULTI; a DISCARD with arguments does not.
+                (b"EXEC", _) | (b"DISCARD", b"+OK\r\n") => c.queue = None,
                 _ => {}
             }
             let at = history.len() - cmds.len() + k;
