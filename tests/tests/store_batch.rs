@@ -143,3 +143,44 @@ fn prefetch_is_only_a_hint() {
     s.close().unwrap();
     drop(dir);
 }
+
+/// `Tx::writes_in`: a transaction's own writes in a range, in key order,
+/// the last write to a key winning; every shape of range, including an
+/// empty or inverted one (which `BTreeMap::range` would panic on).
+#[test]
+fn transaction_writes_in_a_range() {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let dir = ShmDir::new("writes-in");
+    let s = dir.pmem_store("p.pool", 16 << 20);
+    s.put(b"b", b"stored").unwrap();
+    s.transaction(|tx| {
+        tx.put(b"d", b"1")?;
+        tx.put(b"a", b"2")?;
+        tx.delete(b"b")?;
+        tx.put(b"c", b"3")?;
+        tx.put(b"c", b"4")?;
+        let all: Vec<(&[u8], Option<&[u8]>)> = tx.writes_in((Unbounded, Unbounded)).collect();
+        assert_eq!(all, [(&b"a"[..], Some(&b"2"[..])), (b"b", None), (b"c", Some(b"4")), (b"d", Some(b"1"))]);
+        let keys = |lo, hi| tx.writes_in((lo, hi)).map(|(k, _)| k.to_vec()).collect::<Vec<_>>();
+        assert_eq!(keys(Included(&b"b"[..]), Excluded(&b"d"[..])), [b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(keys(Excluded(&b"b"[..]), Included(&b"d"[..])), [b"c".to_vec(), b"d".to_vec()]);
+        assert_eq!(keys(Excluded(&b"c"[..]), Unbounded), [b"d".to_vec()]);
+        for (lo, hi) in [
+            (Included(&b"c"[..]), Excluded(&b"c"[..])),
+            (Excluded(&b"c"[..]), Included(&b"c"[..])),
+            (Excluded(&b"c"[..]), Excluded(&b"c"[..])),
+            (Included(&b"d"[..]), Included(&b"a"[..])),
+            (Excluded(&b"z"[..]), Excluded(&b"a"[..])),
+        ] {
+            assert!(keys(lo, hi).is_empty(), "{lo:?}..{hi:?}");
+        }
+        assert_eq!(keys(Included(&b"c"[..]), Included(&b"c"[..])), [b"c".to_vec()]);
+        Ok(())
+    })
+    .unwrap();
+    // The store itself sees them only after the commit.
+    let got: Vec<Vec<u8>> = s.iter().map(|kv| kv.unwrap().0).collect();
+    assert_eq!(got, [b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]);
+    s.close().unwrap();
+    drop(dir);
+}
