@@ -21,6 +21,9 @@ pub struct Session {
     pub id: u64,
     /// CLIENT SETNAME.
     pub name: Option<Vec<u8>>,
+    /// CLIENT SETINFO LIB-NAME and LIB-VER (what client libraries send on
+    /// connect).
+    pub lib: (Vec<u8>, Vec<u8>),
     /// The peer.
     pub peer: Option<SocketAddr>,
     /// Authenticated (or no password is required).
@@ -41,6 +44,7 @@ impl Session {
         Session {
             id,
             name: None,
+            lib: (Vec::new(), Vec::new()),
             peer,
             authed,
             multi: None,

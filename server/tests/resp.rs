@@ -347,6 +347,35 @@ fn multi_exec_corners() {
     );
 }
 
+/// CLIENT SETINFO, which client libraries send on connect (Redis 7.2's
+/// answers; the Redis 7.0 of the differential test does not have it).
+#[test]
+fn client_setinfo() {
+    let s = Server::start();
+    let mut c = Raw::connect(s.addr);
+    c.roundtrip(&resp(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"redis-rs"]), b"+OK\r\n");
+    c.roundtrip(&resp(&[b"CLIENT", b"SETINFO", b"lib-ver", b"1.0"]), b"+OK\r\n");
+    c.roundtrip(
+        &resp(&[b"CLIENT", b"SETINFO", b"Lib-Ver", b"1.0 beta"]),
+        b"-ERR Lib-Ver cannot contain spaces, newlines or special characters.\r\n",
+    );
+    c.roundtrip(&resp(&[b"CLIENT", b"SETINFO", b"color", b"red"]), b"-ERR Unrecognized option 'color'\r\n");
+    c.roundtrip(
+        &resp(&[b"CLIENT", b"SETINFO", b"lib-name"]),
+        b"-ERR wrong number of arguments for 'client|setinfo' command\r\n",
+    );
+    c.send(&resp(&[b"CLIENT", b"INFO"]));
+    let mut got = Vec::new();
+    while !got.ends_with(b"\n\r\n") {
+        let mut b = [0u8; 512];
+        let n = std::io::Read::read(&mut c.0, &mut b).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&b[..n]);
+    }
+    let line = String::from_utf8_lossy(&got);
+    assert!(line.contains(" lib-name=redis-rs lib-ver=1.0\n"), "{line}");
+}
+
 #[test]
 fn quit_replies_then_closes() {
     let s = Server::start();

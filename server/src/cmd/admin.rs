@@ -214,17 +214,39 @@ fn client(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
                 out.ok();
             }
         }
-        b"setinfo" | b"no-evict" | b"no-touch" => out.ok(),
+        b"setinfo" => {
+            // The option as Redis prints it: a C string.
+            let opt = &argv[2][..argv[2].iter().position(|&b| b == 0).unwrap_or(argv[2].len())];
+            let slot = match argv[2].to_ascii_lowercase().as_slice() {
+                b"lib-name" => &mut ctx.session.lib.0,
+                b"lib-ver" => &mut ctx.session.lib.1,
+                _ => {
+                    out.error_bytes(&[&b"ERR Unrecognized option '"[..], opt, b"'"].concat());
+                    return;
+                }
+            };
+            if valid_name(argv[3]) {
+                *slot = argv[3].to_vec();
+                out.ok();
+            } else {
+                out.error_bytes(
+                    &[&b"ERR "[..], opt, b" cannot contain spaces, newlines or special characters."].concat(),
+                );
+            }
+        }
+        b"no-evict" | b"no-touch" => out.ok(),
         b"info" | b"list" => {
             let s = &ctx.session;
             let line = format!(
-                "id={} addr={} name={} age={} db=0 multi={} resp={}\n",
+                "id={} addr={} name={} age={} db=0 multi={} resp={} lib-name={} lib-ver={}\n",
                 s.id,
                 s.peer.map_or_else(String::new, |p| p.to_string()),
                 String::from_utf8_lossy(s.name.as_deref().unwrap_or_default()),
                 s.since.elapsed().as_secs(),
                 s.multi.as_ref().map_or(-1, |q| q.len() as i64),
                 if out.resp3 { 3 } else { 2 },
+                String::from_utf8_lossy(&s.lib.0),
+                String::from_utf8_lossy(&s.lib.1),
             );
             out.verbatim(&line);
         }
