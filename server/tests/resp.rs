@@ -360,6 +360,8 @@ fn client_setinfo() {
         b"-ERR Lib-Ver cannot contain spaces, newlines or special characters.\r\n",
     );
     c.roundtrip(&resp(&[b"CLIENT", b"SETINFO", b"color", b"red"]), b"-ERR Unrecognized option 'color'\r\n");
+    // Redis compares the option as a C string: it ends at a NUL byte.
+    c.roundtrip(&resp(&[b"CLIENT", b"SETINFO", b"lib-ver\0x", b"1.0"]), b"+OK\r\n");
     c.roundtrip(
         &resp(&[b"CLIENT", b"SETINFO", b"lib-name"]),
         b"-ERR wrong number of arguments for 'client|setinfo' command\r\n",
