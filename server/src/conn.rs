@@ -76,8 +76,10 @@ const PREFETCH_WINDOW: usize = 32;
 fn prefetch_ahead(shared: &Shared, buf: &[u8], mut at: usize) -> usize {
     let limits = shared.config.limits;
     let mut keys: Vec<&[u8]> = Vec::new();
+    let mut requests = 0;
     for _ in 0..PREFETCH_WINDOW {
         let Ok(Some(req)) = frame::parse(&buf[at..], &limits) else { break };
+        requests += 1;
         let base = at;
         at += req.consumed;
         // Inline requests own their unquoted arguments: not worth it.
@@ -92,7 +94,9 @@ fn prefetch_ahead(shared: &Shared, buf: &[u8], mut at: usize) -> usize {
             keys.extend((1..req.args.len()).map(arg));
         }
     }
-    if !keys.is_empty() {
+    // A lone request with one key runs next: its own lookup takes the
+    // same misses, and a prefetch would only hash the key twice.
+    if keys.len() > 1 || (requests > 1 && !keys.is_empty()) {
         shared.store.prefetch(&keys);
     }
     at
