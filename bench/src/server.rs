@@ -132,13 +132,43 @@ fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Result<Proc, Stri
     Ok(Proc { name, child })
 }
 
+/// CPU time (user + system, all threads) a process has used so far, in
+/// seconds, from /proc/PID/stat; `None` if it cannot be read.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(cpu_ticks(&stat)? as f64 / clock_ticks_per_second())
+}
+
+/// utime + stime from a /proc/PID/stat line. The fields after the command
+/// name (which may hold spaces and parentheses, and ends at the last ')'):
+/// state is field 3, utime 14, stime 15.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The unit of /proc's CPU times (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks_per_second() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+            .filter(|&hz| hz > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
 /// redis-benchmark's CSV lines: (test, [(field, value)]).
 type Csv = Vec<(String, Vec<(String, f64)>)>;
 
-/// One redis-benchmark run; returns its CSV lines.
-fn redis_benchmark(a: &ServerArgs, port: u16, pipeline: usize) -> Result<Csv, String> {
+/// One redis-benchmark run of `tests`; returns its CSV lines.
+fn redis_benchmark(a: &ServerArgs, tests: &str, port: u16, pipeline: usize) -> Result<Csv, String> {
     let mut child = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &a.tests, "--csv"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", tests, "--csv"])
         .args(["-n", &a.requests.to_string(), "-r", &a.keyspace.to_string()])
         .args(["-d", &a.value_size.to_string(), "-c", &a.clients.to_string(), "-P", &pipeline.to_string()])
         .stdin(Stdio::null())
@@ -237,35 +267,51 @@ pub fn run(a: &ServerArgs) -> (Vec<Row>, Vec<(String, bool)>) {
         std::process::exit(1);
     }
     let mut figures = std::collections::HashMap::new();
+    let mut cpu = std::collections::HashMap::new();
+    // One test per redis-benchmark run, so that each server's CPU time can
+    // be charged to it.
     for &p in &a.pipeline {
-        for (name, backend, port, _) in &servers {
-            let pb = ProgressBar::new_spinner();
-            pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("template"));
-            pb.set_message(format!("redis-benchmark -t {} -P {p} against {name}", a.tests));
-            pb.enable_steady_tick(Duration::from_millis(200));
-            let res = redis_benchmark(a, *port, p);
-            pb.finish_and_clear();
-            match res {
-                Ok(lines) => {
-                    for (test, vals) in lines {
-                        let get = |k: &str| vals.iter().find(|(h, _)| h == k).map(|(_, v)| *v);
-                        let ms = |k: &str| get(k).map(|v| (v * 1e6).round() as u64);
-                        let rps = get("rps").unwrap_or(f64::NAN);
-                        figures.insert((name.to_string(), test.clone(), p), rps);
-                        let mut r = row! {"bench": "server", "case": test, "engine": *name, "backend": backend.clone(),
-                        "clients": a.clients, "pipeline": p, "value_size": a.value_size, "keys": a.keyspace,
-                        "ops_per_sec": rps};
-                        for (k, f) in
-                            [("p50_ns", "p50_latency_ms"), ("p99_ns", "p99_latency_ms"), ("max_ns", "max_latency_ms")]
-                        {
-                            if let Some(v) = ms(f) {
-                                r.insert(k.into(), serde_json::json!(v));
+        for test in a.tests.split(',') {
+            for (name, backend, port, proc) in &servers {
+                let pb = ProgressBar::new_spinner();
+                pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("template"));
+                pb.set_message(format!("redis-benchmark -t {test} -P {p} against {name}"));
+                pb.enable_steady_tick(Duration::from_millis(200));
+                let before = cpu_seconds(proc.child.id());
+                let res = redis_benchmark(a, test, *port, p);
+                let used = before.zip(cpu_seconds(proc.child.id())).map(|(b, e)| e - b);
+                pb.finish_and_clear();
+                match res {
+                    Ok(lines) => {
+                        for (test, vals) in lines {
+                            let get = |k: &str| vals.iter().find(|(h, _)| h == k).map(|(_, v)| *v);
+                            let ms = |k: &str| get(k).map(|v| (v * 1e6).round() as u64);
+                            let rps = get("rps").unwrap_or(f64::NAN);
+                            figures.insert((name.to_string(), test.clone(), p), rps);
+                            let mut r = row! {"bench": "server", "case": test, "engine": *name, "backend": backend.clone(),
+                            "clients": a.clients, "pipeline": p, "value_size": a.value_size, "keys": a.keyspace,
+                            "ops_per_sec": rps};
+                            // The server's own CPU time per request: what it
+                            // costs, apart from how fast the client drives it.
+                            if let Some(u) = used {
+                                let us = u * 1e6 / a.requests as f64;
+                                cpu.insert((name.to_string(), test.clone(), p), us);
+                                r.insert("server_cpu_us_per_request".into(), serde_json::json!(us));
                             }
+                            for (k, f) in [
+                                ("p50_ns", "p50_latency_ms"),
+                                ("p99_ns", "p99_latency_ms"),
+                                ("max_ns", "max_latency_ms"),
+                            ] {
+                                if let Some(v) = ms(f) {
+                                    r.insert(k.into(), serde_json::json!(v));
+                                }
+                            }
+                            rows.push(r);
                         }
-                        rows.push(r);
                     }
+                    Err(e) => eprintln!("daxkv-bench server: {name}, -t {test} -P {p}: {e}"),
                 }
-                Err(e) => eprintln!("daxkv-bench server: {name}, -P {p}: {e}"),
             }
         }
     }
@@ -275,8 +321,13 @@ pub fn run(a: &ServerArgs) -> (Vec<Row>, Vec<(String, bool)>) {
         for test in a.tests.split(',') {
             let f = |n: &str| figures.get(&(n.to_string(), test.to_lowercase(), p)).copied();
             if let (Some(d), Some(r)) = (f("daxkv"), f("redis")) {
-                rows.push(row! {"bench": "server", "case": test.to_lowercase(), "engine": "daxkv", "peer": "redis",
-                "pipeline": p, "ratio": d / r});
+                let mut row = row! {"bench": "server", "case": test.to_lowercase(), "engine": "daxkv", "peer": "redis",
+                "pipeline": p, "ratio": d / r};
+                let c = |n: &str| cpu.get(&(n.to_string(), test.to_lowercase(), p)).copied();
+                if let (Some(dc), Some(rc)) = (c("daxkv"), c("redis")) {
+                    row.insert("server_cpu_ratio".into(), serde_json::json!(dc / rc));
+                }
+                rows.push(row);
                 if test.eq_ignore_ascii_case("set") {
                     checks.push((
                         format!(
@@ -294,6 +345,14 @@ pub fn run(a: &ServerArgs) -> (Vec<Row>, Vec<(String, bool)>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_cpu_time_from_proc_stat() {
+        let line = "4242 (daxkv (x) serve) S 1 4242 4242 0 -1 4194560 900 0 0 0 731 265 0 0 20 0 3 0 1234 5678 90";
+        assert_eq!(super::cpu_ticks(line), Some(731 + 265));
+        assert_eq!(super::cpu_ticks("4242 (short) S 1 2"), None);
+        assert!(super::cpu_seconds(std::process::id()).is_some());
+    }
+
     #[test]
     fn parses_redis_benchmark_csv() {
         let out = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\"SET\",\"12345.68\",\"3.9\",\"0.5\",\"3.8\",\"5.0\",\"6.1\",\"12.3\"\n\"GET\",\"20000.00\",\"2.0\",\"0.1\",\"1.9\",\"2.5\",\"3.0\",\"4.0\"\n";
