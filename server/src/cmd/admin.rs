@@ -216,7 +216,7 @@ fn client(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
         }
         b"setinfo" => {
             // The option as Redis reads and prints it: a C string.
-            let opt = &argv[2][..argv[2].iter().position(|&b| b == 0).unwrap_or(argv[2].len())];
+            let opt = super::table::c_str(argv[2]);
             let slot = match opt.to_ascii_lowercase().as_slice() {
                 b"lib-name" => &mut ctx.session.lib.0,
                 b"lib-ver" => &mut ctx.session.lib.1,

@@ -11,6 +11,7 @@ use super::strings::error_reply;
 use super::table::Cmd;
 use crate::frame::parse_i64;
 use crate::glob;
+use crate::kv::{Kv, TxKv};
 use crate::reply::Out;
 use crate::shared::{Shared, WatchTable};
 use daxkv::{Error, Store, Tx};
@@ -22,19 +23,23 @@ use std::ops::Bound;
 const FLUSH_CHUNK: usize = 1024;
 
 /// Run a keyspace command; `tx`: the transaction of the EXEC it is part
-/// of, whose writes it sees. FLUSHDB/FLUSHALL inside EXEC are the caller's.
-pub fn exec(cmd: Cmd, argv: &[&[u8]], shared: &Shared, tx: Option<&Tx<'_>>, out: &mut Out) {
+/// of, whose writes it sees (and FLUSHDB/FLUSHALL joins).
+pub fn exec(cmd: Cmd, argv: &[&[u8]], shared: &Shared, tx: Option<&mut Tx<'_>>, out: &mut Out) {
     let store = &shared.store;
     let res = match cmd {
-        Cmd::Dbsize => dbsize(store, tx).map(|n| out.int(n)),
-        Cmd::Keys => keys(store, tx, argv[1], out),
-        Cmd::Scan => scan(shared, tx, argv, out),
+        Cmd::Dbsize => dbsize(store, tx.as_deref()).map(|n| out.int(n)),
+        Cmd::Keys => keys(store, tx.as_deref(), argv[1], out),
+        Cmd::Scan => scan(shared, tx.as_deref(), argv, out),
         Cmd::Flushdb | Cmd::Flushall => {
             if !flush_args_ok(argv) {
                 out.error("ERR syntax error");
                 return;
             }
-            flush(store, &shared.watch).map(|()| out.ok())
+            match tx {
+                Some(tx) => flush_in(store, tx, &shared.watch),
+                None => flush(store, &shared.watch),
+            }
+            .map(|()| out.ok())
         }
         _ => unreachable!("{cmd:?} is not a keyspace command"),
     };
@@ -202,12 +207,27 @@ fn parse_u64(a: &[u8]) -> Option<u64> {
 }
 
 /// FLUSHDB / FLUSHALL take nothing, SYNC or ASYNC.
-pub fn flush_args_ok(argv: &[&[u8]]) -> bool {
+fn flush_args_ok(argv: &[&[u8]]) -> bool {
     match argv {
         [_] => true,
         [_, mode] => matches!(mode.to_ascii_uppercase().as_slice(), b"SYNC" | b"ASYNC"),
         _ => false,
     }
+}
+
+/// FLUSHDB inside EXEC: delete every stored key, and every key the
+/// transaction put, as part of `tx` (a key in neither is not touched: its
+/// watchers see nothing).
+fn flush_in(store: &Store, tx: &mut Tx<'_>, watch: &WatchTable) -> Result<(), Error> {
+    let own: Vec<Vec<u8>> = tx.writes_in((Bound::Unbounded, Bound::Unbounded)).map(|(k, _)| k.to_vec()).collect();
+    let mut kv = TxKv { tx, watch };
+    for k in store.iter() {
+        kv.delete(&k?.0)?;
+    }
+    for k in own {
+        kv.delete(&k)?;
+    }
+    Ok(())
 }
 
 /// Delete every key, a chunk per commit. Only the watchers of keys that

@@ -15,13 +15,13 @@ pub mod keys;
 pub mod strings;
 pub mod table;
 
-use crate::kv::{Batch, Batched, Kv, TxKv};
+use crate::kv::{Batch, Batched, TxKv};
 use crate::reply::Out;
 use crate::session::{Session, Watched};
 use crate::shared::Shared;
 use crate::shared::local;
 use daxkv::Tx;
-use std::ops::{Bound, Range};
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use strings::error_reply;
@@ -307,23 +307,6 @@ fn queued(shared: &Shared, session: &mut Session, out: &mut Out, tx: &mut Tx<'_>
     let Some(spec) = lookup(argv[0]) else { return Ok(()) };
     match spec.kind {
         Kind::Batched | Kind::Atomic => strings::exec(spec.cmd, argv, &mut TxKv { tx, watch: &shared.watch }, out)?,
-        Kind::Keyspace if matches!(spec.cmd, Cmd::Flushdb | Cmd::Flushall) && !keys::flush_args_ok(argv) => {
-            out.error("ERR syntax error");
-        }
-        Kind::Keyspace if matches!(spec.cmd, Cmd::Flushdb | Cmd::Flushall) => {
-            // The stored keys, and the keys this transaction put (a key
-            // that is in neither is not touched: its watchers see nothing).
-            let own: Vec<Vec<u8>> =
-                tx.writes_in((Bound::Unbounded, Bound::Unbounded)).map(|(k, _)| k.to_vec()).collect();
-            let mut kv = TxKv { tx, watch: &shared.watch };
-            for k in shared.store.iter() {
-                kv.delete(&k?.0)?;
-            }
-            for k in own {
-                kv.delete(&k)?;
-            }
-            out.ok();
-        }
         Kind::Keyspace => keys::exec(spec.cmd, argv, shared, Some(tx), out),
         // EXEC has already dropped the watched keys.
         Kind::Admin if spec.cmd == Cmd::Unwatch => out.ok(),

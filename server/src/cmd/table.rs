@@ -220,7 +220,7 @@ pub fn check_subcommand(spec: &Spec, argv: &[&[u8]]) -> Option<Vec<u8>> {
 
 /// `a` as Redis prints it into an error message: a C string, which ends
 /// at the first NUL byte.
-fn c_str(a: &[u8]) -> &[u8] {
+pub(crate) fn c_str(a: &[u8]) -> &[u8] {
     &a[..a.iter().position(|&b| b == 0).unwrap_or(a.len())]
 }
 
