@@ -61,8 +61,12 @@ impl Out {
     }
 
     /// An error reply from bytes (which may quote a client's arguments).
+    /// Line breaks at the end are dropped, and those inside become spaces,
+    /// as Redis does with the errors it formats (`Unsupported option a\r`
+    /// answers `-ERR Unsupported option a`).
     pub fn error_bytes(&mut self, msg: &[u8]) {
-        self.line(b'-', msg);
+        let end = msg.iter().rposition(|&b| b != b'\r' && b != b'\n').map_or(0, |i| i + 1);
+        self.line(b'-', &msg[..end]);
     }
 
     /// `:n`

@@ -385,3 +385,117 @@ fn quit_replies_then_closes() {
     c.send(&[resp(&[b"QUIT"]), resp(&[b"PING"])].concat());
     assert_eq!(c.read_to_close(), b"+OK\r\n");
 }
+
+/// RENAME, COPY, TOUCH and the expiry family, with the answers
+/// redis-server 7.0.15 gives (checked by hand; `differential.rs` compares
+/// random streams of them). daxkv keys never expire: a future expiry is
+/// refused, a past one deletes the key.
+#[test]
+fn generic_key_commands() {
+    let s = Server::start();
+    let mut c = Raw::connect(s.addr);
+    let mut call = |args: &[&[u8]], want: &[u8]| c.roundtrip(&resp(args), want);
+    call(&[b"SET", b"a", b"1"], b"+OK\r\n");
+    call(&[b"RENAME", b"a", b"a"], b"+OK\r\n");
+    call(&[b"RENAME", b"nx", b"b"], b"-ERR no such key\r\n");
+    call(&[b"RENAME", b"a", b"b"], b"+OK\r\n");
+    call(&[b"GET", b"a"], b"$-1\r\n");
+    call(&[b"GET", b"b"], b"$1\r\n1\r\n");
+    call(&[b"RENAMENX", b"b", b"b"], b":0\r\n");
+    call(&[b"RENAMENX", b"nx", b"c"], b"-ERR no such key\r\n");
+    call(&[b"SET", b"c", b"2"], b"+OK\r\n");
+    call(&[b"RENAMENX", b"b", b"c"], b":0\r\n");
+    call(&[b"RENAMENX", b"b", b"d"], b":1\r\n");
+    call(&[b"COPY", b"d", b"d"], b"-ERR source and destination objects are the same\r\n");
+    call(&[b"COPY", b"d", b"e"], b":1\r\n");
+    call(&[b"COPY", b"d", b"e"], b":0\r\n");
+    call(&[b"COPY", b"d", b"e", b"replace"], b":1\r\n");
+    call(&[b"COPY", b"d", b"e", b"DB", b"0"], b":0\r\n");
+    call(&[b"COPY", b"d", b"e", b"DB", b"1", b"bogus"], b"-ERR DB index is out of range\r\n");
+    call(&[b"COPY", b"d", b"e", b"DB", b"0", b"bogus"], b"-ERR syntax error\r\n");
+    call(&[b"COPY", b"d", b"e", b"DB", b"x"], b"-ERR value is not an integer or out of range\r\n");
+    call(
+        &[b"COPY", b"d", b"e", b"DB", b"2147483648"],
+        b"-ERR value is out of range, value must between -2147483648 and 2147483647\r\n",
+    );
+    call(
+        &[b"SELECT", b"-2147483649"],
+        b"-ERR value is out of range, value must between -2147483648 and 2147483647\r\n",
+    );
+    call(&[b"COPY", b"nx", b"e"], b":0\r\n");
+    call(&[b"TOUCH", b"d", b"e", b"zz"], b":2\r\n");
+    call(&[b"TTL", b"d"], b":-1\r\n");
+    call(&[b"TTL", b"zz"], b":-2\r\n");
+    call(&[b"PTTL", b"d"], b":-1\r\n");
+    call(&[b"EXPIRETIME", b"d"], b":-1\r\n");
+    call(&[b"PEXPIRETIME", b"zz"], b":-2\r\n");
+    call(&[b"PERSIST", b"d"], b":0\r\n");
+    call(&[b"GETEX", b"d"], b"$1\r\n1\r\n");
+    call(&[b"GETEX", b"d", b"persist", b"PERSIST"], b"$1\r\n1\r\n");
+    call(&[b"GETEX", b"zz", b"EX", b"x"], b"$-1\r\n");
+    call(&[b"GETEX", b"d", b"EX", b"x"], b"-ERR value is not an integer or out of range\r\n");
+    call(&[b"GETEX", b"d", b"ex", b"0"], b"-ERR invalid expire time in 'getex' command\r\n");
+    call(&[b"GETEX", b"d", b"EX", b"10", b"PX", b"10"], b"-ERR syntax error\r\n");
+    call(
+        &[b"GETEX", b"d", b"EX", b"10"],
+        b"-ERR daxkv keys do not expire: GETEX with EX, PX, EXAT or PXAT is not supported\r\n",
+    );
+    call(&[b"SETEX", b"d", b"0", b"v"], b"-ERR invalid expire time in 'setex' command\r\n");
+    call(&[b"PSETEX", b"d", b"x", b"v"], b"-ERR value is not an integer or out of range\r\n");
+    call(&[b"SETEX", b"d", b"10", b"v"], b"-ERR daxkv keys do not expire: SETEX is not supported\r\n");
+    call(
+        &[b"SET", b"d", b"v", b"EX", b"10"],
+        b"-ERR daxkv keys do not expire: EX, PX, EXAT and PXAT are not supported\r\n",
+    );
+    call(&[b"EXPIRE", b"d", b"x", b"bogus\r"], b"-ERR Unsupported option bogus\r\n");
+    call(
+        &[b"EXPIRE", b"d", b"10", b"nx", b"xx"],
+        b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n",
+    );
+    call(&[b"EXPIRE", b"d", b"9223372036854775807"], b"-ERR invalid expire time in 'expire' command\r\n");
+    call(&[b"EXPIRE", b"zz", b"10"], b":0\r\n");
+    call(&[b"EXPIRE", b"d", b"100", b"XX"], b":0\r\n");
+    call(&[b"EXPIRE", b"d", b"100", b"gt"], b":0\r\n");
+    call(
+        &[b"EXPIRE", b"d", b"100", b"LT"],
+        b"-ERR daxkv keys do not expire: EXPIRE with a future time is not supported\r\n",
+    );
+    // Nothing above changed the key; a time already past deletes it.
+    call(&[b"GET", b"d"], b"$1\r\n1\r\n");
+    call(&[b"GETEX", b"d", b"EXAT", b"1"], b"$1\r\n1\r\n");
+    call(&[b"EXISTS", b"d"], b":0\r\n");
+    call(&[b"SET", b"d", b"v"], b"+OK\r\n");
+    call(&[b"PEXPIREAT", b"d", b"-9223372036854775808"], b":1\r\n");
+    call(&[b"SET", b"d", b"v"], b"+OK\r\n");
+    call(&[b"EXPIRE", b"d", b"0"], b":1\r\n");
+    call(&[b"EXISTS", b"d"], b":0\r\n");
+}
+
+/// RENAME and COPY are writes to WATCH: a watcher of either key fails, a
+/// watcher of an unrelated key does not; inside MULTI they run in the
+/// transaction.
+#[test]
+fn rename_and_copy_under_watch_and_multi() {
+    let s = Server::start();
+    let mut a = Raw::connect(s.addr);
+    let mut b = Raw::connect(s.addr);
+    a.roundtrip(&resp(&[b"MSET", b"src", b"v", b"other", b"o"]), b"+OK\r\n");
+    for (watched, cmd, aborted) in [
+        (&b"src"[..], &[&b"RENAME"[..], b"src", b"dst"][..], true),
+        (b"dst", &[b"RENAME", b"dst", b"src"], true),
+        (b"copy", &[b"COPY", b"src", b"copy"], true),
+        (b"other", &[b"COPY", b"src", b"copy", b"REPLACE"], false),
+    ] {
+        a.roundtrip(&resp(&[b"WATCH", watched]), b"+OK\r\n");
+        b.roundtrip(&resp(cmd), if cmd[0] == b"RENAME" { b"+OK\r\n" } else { b":1\r\n" });
+        a.roundtrip(&resp(&[b"MULTI"]), b"+OK\r\n");
+        a.roundtrip(&resp(&[b"PING"]), b"+QUEUED\r\n");
+        a.roundtrip(&resp(&[b"EXEC"]), if aborted { b"*-1\r\n" } else { b"*1\r\n+PONG\r\n" });
+    }
+    a.roundtrip(&resp(&[b"MULTI"]), b"+OK\r\n");
+    a.roundtrip(&resp(&[b"RENAME", b"src", b"moved"]), b"+QUEUED\r\n");
+    a.roundtrip(&resp(&[b"COPY", b"moved", b"twin"]), b"+QUEUED\r\n");
+    a.roundtrip(&resp(&[b"TOUCH", b"src", b"moved", b"twin"]), b"+QUEUED\r\n");
+    a.roundtrip(&resp(&[b"EXEC"]), b"*3\r\n+OK\r\n:1\r\n:2\r\n");
+    a.roundtrip(&resp(&[b"MGET", b"src", b"moved", b"twin"]), b"*3\r\n$-1\r\n$1\r\nv\r\n$1\r\nv\r\n");
+}

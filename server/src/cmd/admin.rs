@@ -45,11 +45,11 @@ pub fn exec(ctx: &mut Ctx<'_>, spec: &Spec, argv: &[&[u8]]) -> Flow {
             out.ok();
             return Flow::Close;
         }
-        Cmd::Select => match parse_i64(argv[1]) {
-            None => out.error("ERR value is not an integer or out of range"),
-            Some(0) => out.ok(),
-            Some(_) => out.error("ERR DB index is out of range"),
-        },
+        Cmd::Select => {
+            if super::generic::db_zero(out, argv[1]) {
+                out.ok();
+            }
+        }
         Cmd::Time => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             out.array(2);

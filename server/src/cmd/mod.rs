@@ -11,6 +11,7 @@
 //! as marks), become the error.
 
 pub mod admin;
+pub mod generic;
 pub mod keys;
 pub mod strings;
 pub mod table;

@@ -24,7 +24,7 @@ pub fn error_reply(e: &Error) -> String {
 }
 
 /// Check a write before making it; answer the error if it is refused.
-fn writable(out: &mut Out, key: &[u8], value: Option<&[u8]>) -> bool {
+pub(super) fn writable(out: &mut Out, key: &[u8], value: Option<&[u8]>) -> bool {
     match check_write(key, value) {
         Ok(()) => true,
         Err(e) => {
@@ -76,7 +76,7 @@ fn parse_set(argv: &[&[u8]], out: &mut Out) -> Option<SetOpts> {
         i += 1;
     }
     if expire {
-        out.error("ERR daxkv keys do not expire: EX, PX, EXAT and PXAT are not supported");
+        out.error(&super::generic::no_expiry("EX, PX, EXAT and PXAT are"));
         return None;
     }
     Some(o)
@@ -96,7 +96,7 @@ fn parse_int(out: &mut Out, a: &[u8]) -> Option<i64> {
     v
 }
 
-/// Run a string command.
+/// Run a string command (or one of [`super::generic`]'s).
 pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(), Error> {
     match cmd {
         Cmd::Get => {
@@ -199,7 +199,8 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             }
             out.int(n);
         }
-        Cmd::Exists => {
+        // TOUCH only counts: no key has an access time to update.
+        Cmd::Exists | Cmd::Touch => {
             let mut n = 0;
             for k in &argv[1..] {
                 let found = kv.with_value(k, |v| v.is_some())?;
@@ -305,6 +306,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             let found = kv.with_value(argv[1], |v| v.is_some())?;
             out.simple(if found { "string" } else { "none" });
         }
+        c if super::generic::handles(c) => super::generic::exec(c, argv, kv, out)?,
         _ => unreachable!("{cmd:?} is not a string command"),
     }
     Ok(())

@@ -50,6 +50,22 @@ pub enum Cmd {
     Substr,
     Setrange,
     Type,
+    Rename,
+    Renamenx,
+    Copy,
+    Touch,
+    Ttl,
+    Pttl,
+    Expiretime,
+    Pexpiretime,
+    Persist,
+    Getex,
+    Setex,
+    Psetex,
+    Expire,
+    Pexpire,
+    Expireat,
+    Pexpireat,
 }
 
 /// How a command runs outside MULTI.
@@ -161,6 +177,23 @@ pub static COMMANDS: &[Spec] = &[
     spec!(Substr, "substr", 4, Batched, &["readonly"], (1, 1, 1)),
     spec!(Setrange, "setrange", 4, Atomic, W, (1, 1, 1)),
     spec!(Type, "type", 2, Batched, R, (1, 1, 1)),
+    spec!(Rename, "rename", 3, Atomic, &["write"], (1, 2, 1)),
+    spec!(Renamenx, "renamenx", 3, Atomic, &["write", "fast"], (1, 2, 1)),
+    spec!(Copy, "copy", -3, Atomic, W, (1, 2, 1)),
+    spec!(Touch, "touch", -2, Batched, R, (1, -1, 1)),
+    spec!(Ttl, "ttl", 2, Batched, R, (1, 1, 1)),
+    spec!(Pttl, "pttl", 2, Batched, R, (1, 1, 1)),
+    spec!(Expiretime, "expiretime", 2, Batched, R, (1, 1, 1)),
+    spec!(Pexpiretime, "pexpiretime", 2, Batched, R, (1, 1, 1)),
+    spec!(Persist, "persist", 2, Batched, &["write", "fast"], (1, 1, 1)),
+    // Atomic: a time already past deletes the key.
+    spec!(Getex, "getex", -2, Atomic, &["write", "fast"], (1, 1, 1)),
+    spec!(Setex, "setex", 4, Batched, W, (1, 1, 1)),
+    spec!(Psetex, "psetex", 4, Batched, W, (1, 1, 1)),
+    spec!(Expire, "expire", -3, Atomic, &["write", "fast"], (1, 1, 1)),
+    spec!(Pexpire, "pexpire", -3, Atomic, &["write", "fast"], (1, 1, 1)),
+    spec!(Expireat, "expireat", -3, Atomic, &["write", "fast"], (1, 1, 1)),
+    spec!(Pexpireat, "pexpireat", -3, Atomic, &["write", "fast"], (1, 1, 1)),
 ];
 
 /// The command named `name` (any case).

@@ -1,0 +1,367 @@
+//! The commands Redis has for keys of every type: RENAME, RENAMENX, COPY
+//! and the expiry family (TOUCH counts like EXISTS, in `strings`). Written
+//! against [`Kv`] like the string commands, so they run the same in a
+//! pipeline, in a one-command transaction and inside MULTI/EXEC.
+//!
+//! daxkv keys never expire. Where Redis's answer for a key without a time
+//! to live is all the command can say (TTL is -1, PERSIST removes nothing,
+//! EXPIRE ... XX finds no expiry to change), daxkv gives that answer; an
+//! expiry time already past deletes the key, as in Redis. A command that
+//! would set a future expiry is refused with an error saying so, after the
+//! same argument checks Redis makes, never silently accepted.
+
+use super::strings::writable;
+use super::table::{Cmd, c_str};
+use crate::frame::parse_i64;
+use crate::kv::Kv;
+use crate::reply::Out;
+use crate::shared::local::lookup;
+use daxkv::Error;
+
+const NOT_INT: &str = "ERR value is not an integer or out of range";
+
+/// The error for a command that would set a future expiry.
+pub fn no_expiry(what: &str) -> String {
+    format!("ERR daxkv keys do not expire: {what} not supported")
+}
+
+fn expire_time_error(out: &mut Out, name: &str) {
+    out.error(&format!("ERR invalid expire time in '{name}' command"));
+}
+
+/// Milliseconds since the Unix epoch, as Redis's clock reads them.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// How an expiry argument counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Unit {
+    seconds: bool,
+    /// Relative to now (EX, PX, SETEX, EXPIRE) or absolute (EXAT, PXAT,
+    /// EXPIREAT).
+    relative: bool,
+}
+
+/// A SET-style expiry (SETEX, PSETEX, GETEX's options) as an absolute time
+/// in ms, checked as Redis checks it: an integer, positive, and not
+/// overflowing once converted. `None`: the error has been answered.
+fn positive_expiry(out: &mut Out, arg: &[u8], unit: Unit, name: &str) -> Option<i64> {
+    let Some(n) = parse_i64(arg) else {
+        out.error(NOT_INT);
+        return None;
+    };
+    if n <= 0 || (unit.seconds && n > i64::MAX / 1000) {
+        expire_time_error(out, name);
+        return None;
+    }
+    let ms = if unit.seconds { n * 1000 } else { n };
+    if !unit.relative {
+        return Some(ms);
+    }
+    let now = now_ms();
+    if ms > i64::MAX - now {
+        expire_time_error(out, name);
+        return None;
+    }
+    Some(ms + now)
+}
+
+/// EXPIRE's options.
+#[derive(Default)]
+struct ExpireFlags {
+    nx: bool,
+    xx: bool,
+    gt: bool,
+    lt: bool,
+}
+
+fn parse_expire_flags(out: &mut Out, args: &[&[u8]]) -> Option<ExpireFlags> {
+    let mut f = ExpireFlags::default();
+    for a in args {
+        match a.to_ascii_lowercase().as_slice() {
+            b"nx" => f.nx = true,
+            b"xx" => f.xx = true,
+            b"gt" => f.gt = true,
+            b"lt" => f.lt = true,
+            _ => {
+                let mut e = b"ERR Unsupported option ".to_vec();
+                e.extend_from_slice(c_str(a));
+                out.error_bytes(&e);
+                return None;
+            }
+        }
+    }
+    if f.nx && (f.xx || f.gt || f.lt) {
+        out.error("ERR NX and XX, GT or LT options at the same time are not compatible");
+        return None;
+    }
+    if f.gt && f.lt {
+        out.error("ERR GT and LT options at the same time are not compatible");
+        return None;
+    }
+    Some(f)
+}
+
+/// Whether the database number `arg` (SELECT, COPY ... DB) is 0, the only
+/// one daxkv has; if not, answers Redis's error for it.
+pub fn db_zero(out: &mut Out, arg: &[u8]) -> bool {
+    match parse_i64(arg) {
+        None => out.error(NOT_INT),
+        Some(0) => return true,
+        Some(n) if i32::try_from(n).is_err() => {
+            out.error("ERR value is out of range, value must between -2147483648 and 2147483647")
+        }
+        Some(_) => out.error("ERR DB index is out of range"),
+    }
+    false
+}
+
+/// Whether `cmd` is one of this module's.
+pub fn handles(cmd: Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::Rename
+            | Cmd::Renamenx
+            | Cmd::Copy
+            | Cmd::Ttl
+            | Cmd::Pttl
+            | Cmd::Expiretime
+            | Cmd::Pexpiretime
+            | Cmd::Persist
+            | Cmd::Getex
+            | Cmd::Setex
+            | Cmd::Psetex
+            | Cmd::Expire
+            | Cmd::Pexpire
+            | Cmd::Expireat
+            | Cmd::Pexpireat
+    )
+}
+
+/// Run one of [`handles`]'s commands.
+pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(), Error> {
+    match cmd {
+        Cmd::Rename | Cmd::Renamenx => {
+            let (from, to) = (argv[1], argv[2]);
+            let Some(v) = kv.get(from)? else {
+                out.error("ERR no such key");
+                return Ok(());
+            };
+            let nx = cmd == Cmd::Renamenx;
+            if from == to {
+                if nx {
+                    out.int(0)
+                } else {
+                    out.ok()
+                }
+                return Ok(());
+            }
+            if nx && kv.with_value(to, |v| v.is_some())? {
+                out.int(0);
+                return Ok(());
+            }
+            if !writable(out, to, Some(&v)) {
+                return Ok(());
+            }
+            kv.put(to, &v)?;
+            kv.delete(from)?;
+            if nx { out.int(1) } else { out.ok() }
+        }
+        Cmd::Copy => {
+            // Each option is checked as it is read (a bad DB is refused
+            // before a later syntax error is seen), as in Redis.
+            let mut replace = false;
+            let mut i = 3;
+            while i < argv.len() {
+                let a = argv[i].to_ascii_lowercase();
+                if a == b"replace" {
+                    replace = true;
+                } else if a == b"db" && i + 1 < argv.len() {
+                    i += 1;
+                    if !db_zero(out, argv[i]) {
+                        return Ok(());
+                    }
+                } else {
+                    out.error("ERR syntax error");
+                    return Ok(());
+                }
+                i += 1;
+            }
+            let (from, to) = (argv[1], argv[2]);
+            if from == to {
+                out.error("ERR source and destination objects are the same");
+                return Ok(());
+            }
+            let Some(v) = kv.get(from)? else {
+                out.int(0);
+                return Ok(());
+            };
+            if !replace && kv.with_value(to, |v| v.is_some())? {
+                out.int(0);
+                return Ok(());
+            }
+            if !writable(out, to, Some(&v)) {
+                return Ok(());
+            }
+            kv.put(to, &v)?;
+            out.int(1);
+        }
+        Cmd::Ttl | Cmd::Pttl | Cmd::Expiretime | Cmd::Pexpiretime => {
+            let found = kv.with_value(argv[1], |v| v.is_some())?;
+            lookup(found);
+            out.int(if found { -1 } else { -2 });
+        }
+        Cmd::Persist => {
+            // Nothing has a time to live to remove.
+            kv.with_value(argv[1], |_| ())?;
+            out.int(0);
+        }
+        Cmd::Getex => getex(argv, kv, out)?,
+        Cmd::Setex | Cmd::Psetex => {
+            let (name, seconds) = if cmd == Cmd::Setex { ("setex", true) } else { ("psetex", false) };
+            if positive_expiry(out, argv[2], Unit { seconds, relative: true }, name).is_some() {
+                out.error(&no_expiry(&format!("{} is", name.to_uppercase())));
+            }
+        }
+        Cmd::Expire | Cmd::Pexpire | Cmd::Expireat | Cmd::Pexpireat => expire(cmd, argv, kv, out)?,
+        _ => unreachable!("{cmd:?} is not a generic command"),
+    }
+    Ok(())
+}
+
+/// GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST], in Redis's order:
+/// options, then the key (absent: nil, whatever the time says), then the
+/// time.
+fn getex(argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(), Error> {
+    // The same option may repeat (the last time counts); two different
+    // ones may not.
+    let mut time: Option<(&[u8], Unit)> = None;
+    let mut persist = false;
+    let mut i = 2;
+    while i < argv.len() {
+        let a = argv[i].to_ascii_lowercase();
+        let unit = match a.as_slice() {
+            b"ex" => Some(Unit { seconds: true, relative: true }),
+            b"px" => Some(Unit { seconds: false, relative: true }),
+            b"exat" => Some(Unit { seconds: true, relative: false }),
+            b"pxat" => Some(Unit { seconds: false, relative: false }),
+            _ => None,
+        };
+        match unit {
+            Some(u) if time.is_none_or(|(_, t)| t == u) && !persist && i + 1 < argv.len() => {
+                time = Some((argv[i + 1], u));
+                i += 1;
+            }
+            None if a == b"persist" && time.is_none() => persist = true,
+            _ => {
+                out.error("ERR syntax error");
+                return Ok(());
+            }
+        }
+        i += 1;
+    }
+    let Some(v) = kv.get(argv[1])? else {
+        lookup(false);
+        out.null();
+        return Ok(());
+    };
+    lookup(true);
+    let Some((arg, unit)) = time else {
+        out.bulk(&v);
+        return Ok(());
+    };
+    let Some(at) = positive_expiry(out, arg, unit, "getex") else { return Ok(()) };
+    if at > now_ms() {
+        out.error(&no_expiry("GETEX with EX, PX, EXAT or PXAT is"));
+        return Ok(());
+    }
+    // A time already past: the value, and the key is gone.
+    out.bulk(&v);
+    kv.delete(argv[1])?;
+    Ok(())
+}
+
+/// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT key time [NX|XX|GT|LT]: checked
+/// in Redis's order (options, number, overflow, key). A key without an
+/// expiry counts as expiring never: XX and GT answer 0; a time already
+/// past deletes the key; a future one is refused.
+fn expire(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(), Error> {
+    let (name, unit) = match cmd {
+        Cmd::Expire => ("expire", Unit { seconds: true, relative: true }),
+        Cmd::Pexpire => ("pexpire", Unit { seconds: false, relative: true }),
+        Cmd::Expireat => ("expireat", Unit { seconds: true, relative: false }),
+        _ => ("pexpireat", Unit { seconds: false, relative: false }),
+    };
+    let Some(flags) = parse_expire_flags(out, &argv[3..]) else { return Ok(()) };
+    let Some(n) = parse_i64(argv[2]) else {
+        out.error(NOT_INT);
+        return Ok(());
+    };
+    // Negative times are allowed (already past); only overflow is not.
+    let ms = if unit.seconds {
+        match n.checked_mul(1000) {
+            Some(ms) => ms,
+            None => {
+                expire_time_error(out, name);
+                return Ok(());
+            }
+        }
+    } else {
+        n
+    };
+    let base = if unit.relative { now_ms() } else { 0 };
+    if ms > i64::MAX - base {
+        expire_time_error(out, name);
+        return Ok(());
+    }
+    let at = ms + base;
+    if !kv.with_value(argv[1], |v| v.is_some())? || flags.xx || flags.gt {
+        out.int(0);
+        return Ok(());
+    }
+    if at > now_ms() {
+        out.error(&no_expiry(&format!("{} with a future time is", name.to_uppercase())));
+        return Ok(());
+    }
+    kv.delete(argv[1])?;
+    out.int(1);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_arguments_like_redis() {
+        let mut out = Out::new();
+        let rel = Unit { seconds: true, relative: true };
+        assert!(positive_expiry(&mut out, b"x", rel, "setex").is_none());
+        assert!(positive_expiry(&mut out, b"0", rel, "setex").is_none());
+        assert!(positive_expiry(&mut out, b"-5", rel, "setex").is_none());
+        assert!(positive_expiry(&mut out, b"9223372036854775807", rel, "setex").is_none());
+        let at = positive_expiry(&mut out, b"10", rel, "setex").unwrap();
+        assert!((at - now_ms() - 10_000).abs() < 5_000);
+        let abs = Unit { seconds: false, relative: false };
+        assert_eq!(positive_expiry(&mut out, b"123", abs, "getex"), Some(123));
+        assert_eq!(
+            String::from_utf8_lossy(&out.buf),
+            "-ERR value is not an integer or out of range\r\n\
+             -ERR invalid expire time in 'setex' command\r\n\
+             -ERR invalid expire time in 'setex' command\r\n\
+             -ERR invalid expire time in 'setex' command\r\n"
+        );
+        let mut out = Out::new();
+        assert!(parse_expire_flags(&mut out, &[b"nx", b"GT"]).is_none());
+        assert!(parse_expire_flags(&mut out, &[b"gt", b"lt"]).is_none());
+        assert!(parse_expire_flags(&mut out, &[b"bo\0gus"]).is_none());
+        assert!(parse_expire_flags(&mut out, &[b"XX", b"gt"]).is_some());
+        assert_eq!(
+            String::from_utf8_lossy(&out.buf),
+            "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n\
+             -ERR GT and LT options at the same time are not compatible\r\n\
+             -ERR Unsupported option bo\r\n"
+        );
+    }
+}
