@@ -12,7 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "daxkv", version, about = "daxkv: a persistent key-value store for persistent memory")]
+#[command(
+    name = "daxkv",
+    version,
+    about = "daxkv: a persistent key-value store for persistent memory",
+    after_help = "Exit status: 0 on success, 1 for a key `get` did not find or a pool `check` found damaged, \
+                  2 on an error (the pool could not be opened, is locked, bad arguments, ...)."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -93,12 +99,13 @@ enum Cmd {
         /// Pool file.
         path: PathBuf,
     },
-    /// Check a pool's consistency; exits non-zero if it is damaged.
+    /// Check a pool's consistency; exit 1 if it is damaged (2: it could
+    /// not be checked).
     Check {
         /// Pool file.
         path: PathBuf,
     },
-    /// Print a key's value (exit 1 if absent).
+    /// Print a key's value (exit 1 if absent, 2 on an error).
     Get {
         /// Pool file.
         path: PathBuf,
@@ -234,7 +241,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("daxkv: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
@@ -376,8 +383,9 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
                 println!("ok");
                 Ok(ExitCode::SUCCESS)
             } else {
-                println!("DAMAGED: {} problems", r.problems.len());
-                Ok(ExitCode::from(2))
+                let n = r.problems.len();
+                println!("DAMAGED: {n} {}", if n == 1 { "problem" } else { "problems" });
+                Ok(ExitCode::from(1))
             }
         }
         Cmd::Get { path, key } => {

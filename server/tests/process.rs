@@ -78,6 +78,11 @@ fn cli(args: &[&str]) -> (bool, String) {
     (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
+/// The exit status of `daxkv args`.
+fn status(args: &[&str]) -> i32 {
+    Command::new(BIN).args(args).output().unwrap().status.code().expect("exited")
+}
+
 struct Cleanup(Vec<PathBuf>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -152,7 +157,10 @@ fn scripting_subcommands_and_dump_load() {
     assert!(cli(&["set", ps, "a", "1"]).0);
     assert!(cli(&["set", ps, "c d", "x\ty"]).0);
     assert_eq!(cli(&["get", ps, "a"]), (true, "1\n".into()));
-    assert!(!cli(&["get", ps, "zz"]).0);
+    // Scripts tell an absent key (1) from an error (2).
+    assert_eq!(status(&["get", ps, "zz"]), 1);
+    assert_eq!(status(&["get", &format!("{ps}.nonexistent"), "a"]), 2);
+    assert_eq!(status(&["get", ps]), 2, "a usage error");
     assert_eq!(cli(&["scan", ps]), (true, "a\t1\nb\t2\nc d\tx\\x09y\n".into()));
     assert_eq!(cli(&["scan", ps, "b", "--keys-only"]), (true, "b\n".into()));
     assert_eq!(cli(&["del", ps, "b", "zz"]), (true, "1\n".into()));
@@ -326,4 +334,9 @@ fn serve_verify_refuses_a_damaged_pool() {
     assert!(!o.status.success(), "served a damaged pool: {err}");
     assert!(err.contains("check found") && err.contains("fails its checksum"), "{err}");
     assert_eq!(std::fs::read(&pool).unwrap(), b, "the refused start wrote to the pool");
+    // `daxkv check` reports the damage with status 1 (2 is for errors).
+    let o = Command::new(BIN).args(["check", ps]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("fails its checksum") && out.contains("DAMAGED: 1 problem\n"), "{out}");
 }
