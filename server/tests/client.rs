@@ -129,6 +129,36 @@ fn keyspace_commands() {
     assert_eq!(s.store().len(), 0);
 }
 
+/// RENAME, COPY, TOUCH and the expiry family through the client's own
+/// typed calls, checked against the store underneath.
+#[test]
+fn rename_copy_and_expiry_commands() {
+    let s = Server::start();
+    let mut c = s.client();
+    let _: () = c.set("src", "v1").unwrap();
+    let _: () = c.rename("src", "dst").unwrap();
+    assert_eq!(s.store().get(b"src").unwrap(), None);
+    assert_eq!(s.store().get(b"dst").unwrap().as_deref(), Some(&b"v1"[..]));
+    assert!(c.rename::<_, _, ()>("src", "dst").is_err(), "renaming a missing key");
+    let _: () = c.set("taken", "t").unwrap();
+    assert_eq!(c.rename_nx::<_, _, i64>("dst", "taken").unwrap(), 0);
+    assert_eq!(c.rename_nx::<_, _, i64>("dst", "free").unwrap(), 1);
+    assert_eq!(q::<i64>(&mut c, &[b"COPY", b"free", b"twin"]).unwrap(), 1);
+    assert_eq!(q::<i64>(&mut c, &[b"COPY", b"free", b"taken"]).unwrap(), 0);
+    assert_eq!(q::<i64>(&mut c, &[b"COPY", b"free", b"taken", b"REPLACE"]).unwrap(), 1);
+    assert_eq!(s.store().get(b"taken").unwrap().as_deref(), Some(&b"v1"[..]));
+    assert_eq!(q::<i64>(&mut c, &[b"TOUCH", b"free", b"twin", b"none"]).unwrap(), 2);
+    assert_eq!(c.ttl::<_, i64>("free").unwrap(), -1);
+    assert_eq!(c.pttl::<_, i64>("none").unwrap(), -2);
+    assert_eq!(c.persist::<_, i64>("free").unwrap(), 0);
+    assert!(err(&mut c, &[b"EXPIRE", b"free", b"60"]).contains("do not expire"));
+    assert!(err(&mut c, &[b"SETEX", b"free", b"60", b"v"]).contains("do not expire"));
+    assert_eq!(c.get::<_, String>("free").unwrap(), "v1", "a refused expiry changes nothing");
+    assert_eq!(c.expire::<_, i64>("none", 60).unwrap(), 0);
+    assert_eq!(c.expire_at::<_, i64>("twin", 1).unwrap(), 1, "a time already past deletes");
+    assert_eq!(s.store().get(b"twin").unwrap(), None);
+}
+
 #[test]
 fn server_and_connection_commands() {
     let s = Server::start();
