@@ -256,7 +256,7 @@ fn command(rng: &mut StdRng) -> Vec<Vec<u8>> {
         "ECHO", "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SELECT", "FLUSHDB", "NOSUCHCMD", "substr",
         "SCAN", "CLIENT", "AUTH", "CONFIG", "HELLO", "RENAME", "RENAMENX", "COPY", "TOUCH", "TTL", "PTTL",
         "EXPIRETIME", "PEXPIRETIME", "PERSIST", "GETEX", "SETEX", "PSETEX", "EXPIRE", "PEXPIRE", "EXPIREAT",
-        "PEXPIREAT",
+        "PEXPIREAT", "INCRBYFLOAT",
     ];
     let name = names[rng.gen_range(0..names.len())];
     let mut c: Vec<Vec<u8>> = vec![if rng.gen_bool(0.3) { name.to_lowercase() } else { name.to_string() }.into_bytes()];
@@ -360,6 +360,12 @@ fn command(rng: &mut StdRng) -> Vec<Vec<u8>> {
         "SETNX" | "GETSET" | "APPEND" => {
             c.push(k(rng));
             c.push(value(rng));
+        }
+        "INCRBYFLOAT" => {
+            c.push(k(rng));
+            let floats: &[&[u8]] =
+                &[b"0.1", b"-0.2", b"1e3", b"5.0e-3", b"3", b"-3.75", b"1e308", b"1e4000", b"inf", b"-inf", b"0x1p4"];
+            c.push(if rng.gen_bool(0.6) { floats[rng.gen_range(0..floats.len())].to_vec() } else { value(rng) });
         }
         "INCRBY" | "DECRBY" => {
             c.push(k(rng));

@@ -499,3 +499,23 @@ fn rename_and_copy_under_watch_and_multi() {
     a.roundtrip(&resp(&[b"EXEC"]), b"*3\r\n+OK\r\n:1\r\n:2\r\n");
     a.roundtrip(&resp(&[b"MGET", b"src", b"moved", b"twin"]), b"*3\r\n$-1\r\n$1\r\nv\r\n$1\r\nv\r\n");
 }
+
+/// INCRBYFLOAT adds in long double and prints as Redis does (answers from
+/// redis-server 7.0.15): the stored text is the reply.
+#[test]
+fn incrbyfloat_like_redis() {
+    let s = Server::start();
+    let mut c = Raw::connect(s.addr);
+    let mut call = |args: &[&[u8]], want: &[u8]| c.roundtrip(&resp(args), want);
+    call(&[b"SET", b"f", b"10.5"], b"+OK\r\n");
+    call(&[b"INCRBYFLOAT", b"f", b"0.1"], b"$4\r\n10.6\r\n");
+    // 10.6 is not exact in 64 bits of mantissa: 17 decimals show it.
+    call(&[b"INCRBYFLOAT", b"f", b"-5.0e3"], b"$23\r\n-4989.39999999999999991\r\n");
+    call(&[b"GET", b"f"], b"$23\r\n-4989.39999999999999991\r\n");
+    call(&[b"INCRBYFLOAT", b"new", b"0x10"], b"$2\r\n16\r\n");
+    call(&[b"INCRBYFLOAT", b"f", b"abc"], b"-ERR value is not a valid float\r\n");
+    call(&[b"INCRBYFLOAT", b"f", b"inf"], b"-ERR increment would produce NaN or Infinity\r\n");
+    call(&[b"SET", b"s", b"text"], b"+OK\r\n");
+    call(&[b"INCRBYFLOAT", b"s", b"1"], b"-ERR value is not a valid float\r\n");
+    call(&[b"GET", b"f"], b"$23\r\n-4989.39999999999999991\r\n");
+}

@@ -6,6 +6,7 @@
 //! Every value is a string, so `WRONGTYPE` never arises.
 
 use super::table::Cmd;
+use crate::float::FloatError;
 use crate::frame::parse_i64;
 use crate::kv::{Kv, check_write};
 use crate::reply::Out;
@@ -245,6 +246,20 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             };
             kv.put(argv[1], new.to_string().as_bytes())?;
             out.int(new);
+        }
+        Cmd::Incrbyfloat => {
+            if !writable(out, argv[1], Some(b"")) {
+                return Ok(());
+            }
+            let cur = kv.get(argv[1])?;
+            match crate::float::incr_by_float(cur.as_deref(), argv[2]) {
+                Ok(new) => {
+                    kv.put(argv[1], &new)?;
+                    out.bulk(&new);
+                }
+                Err(FloatError::NotAFloat) => out.error("ERR value is not a valid float"),
+                Err(FloatError::NanOrInfinity) => out.error("ERR increment would produce NaN or Infinity"),
+            }
         }
         Cmd::Append => {
             if !writable(out, argv[1], Some(b"")) {
