@@ -447,6 +447,17 @@ fn generic_key_commands() {
         &[b"SET", b"d", b"v", b"EX", b"10"],
         b"-ERR daxkv keys do not expire: EX, PX, EXAT and PXAT are not supported\r\n",
     );
+    // SET's options are parsed before its time is checked, as in Redis.
+    call(&[b"SET", b"d", b"v", b"EX", b"x", b"bogus"], b"-ERR syntax error\r\n");
+    call(&[b"SET", b"d", b"v", b"KEEPTTL", b"EX", b"5"], b"-ERR syntax error\r\n");
+    call(&[b"SET", b"d", b"v", b"NX", b"EX", b"0"], b"-ERR invalid expire time in 'set' command\r\n");
+    call(&[b"SET", b"d", b"v", b"PX", b"9223372036854775807"], b"-ERR invalid expire time in 'set' command\r\n");
+    call(&[b"SET", b"d2", b"v", b"get\0x"], b"$-1\r\n");
+    // A time already past: set and gone at once (the old value for GET).
+    call(&[b"SET", b"d2", b"w", b"EXAT", b"1", b"GET"], b"$1\r\nv\r\n");
+    call(&[b"EXISTS", b"d2"], b":0\r\n");
+    call(&[b"SET", b"d2", b"w", b"PXAT", b"1"], b"+OK\r\n");
+    call(&[b"EXISTS", b"d2"], b":0\r\n");
     call(&[b"EXPIRE", b"d", b"x", b"bogus\r"], b"-ERR Unsupported option bogus\r\n");
     call(
         &[b"EXPIRE", b"d", b"10", b"nx", b"xx"],

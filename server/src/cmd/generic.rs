@@ -30,41 +30,88 @@ fn expire_time_error(out: &mut Out, name: &str) {
 }
 
 /// Milliseconds since the Unix epoch, as Redis's clock reads them.
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// How an expiry argument counts.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Unit {
+pub(super) struct Unit {
     seconds: bool,
     /// Relative to now (EX, PX, SETEX, EXPIRE) or absolute (EXAT, PXAT,
     /// EXPIREAT).
     relative: bool,
 }
 
-/// A SET-style expiry (SETEX, PSETEX, GETEX's options) as an absolute time
-/// in ms, checked as Redis checks it: an integer, positive, and not
+/// `n` in `unit` as an absolute time in ms, or `None` if converting it
+/// overflows (Redis's "invalid expire time").
+fn absolute_ms(n: i64, unit: Unit) -> Option<i64> {
+    let ms = if unit.seconds { n.checked_mul(1000)? } else { n };
+    if unit.relative { ms.checked_add(now_ms()) } else { Some(ms) }
+}
+
+/// A SET-style expiry (SET, SETEX, PSETEX, GETEX) as an absolute time in
+/// ms, checked as Redis checks it: an integer, positive, and not
 /// overflowing once converted. `None`: the error has been answered.
-fn positive_expiry(out: &mut Out, arg: &[u8], unit: Unit, name: &str) -> Option<i64> {
+pub(super) fn positive_expiry(out: &mut Out, arg: &[u8], unit: Unit, name: &str) -> Option<i64> {
     let Some(n) = parse_i64(arg) else {
         out.error(NOT_INT);
         return None;
     };
-    if n <= 0 || (unit.seconds && n > i64::MAX / 1000) {
+    let at = if n > 0 { absolute_ms(n, unit) } else { None };
+    if at.is_none() {
         expire_time_error(out, name);
-        return None;
     }
-    let ms = if unit.seconds { n * 1000 } else { n };
-    if !unit.relative {
-        return Some(ms);
+    at
+}
+
+/// The options SET and GETEX share, parsed the way Redis parses both (one
+/// pass, options compared as C strings, a syntax error for anything out of
+/// place); the time is only checked afterwards ([`positive_expiry`]).
+#[derive(Default)]
+pub(super) struct StringOpts<'a> {
+    pub nx: bool,
+    pub xx: bool,
+    pub get: bool,
+    keepttl: bool,
+    persist: bool,
+    /// EX/PX/EXAT/PXAT's argument and unit (the same option may repeat,
+    /// the last counts; two different ones may not).
+    pub time: Option<(&'a [u8], Unit)>,
+}
+
+/// Parse `args` as SET's options (`set`) or GETEX's; `None`: the syntax
+/// error has been answered.
+pub(super) fn string_opts<'a>(out: &mut Out, args: &[&'a [u8]], set: bool) -> Option<StringOpts<'a>> {
+    let mut o = StringOpts::default();
+    let mut i = 0;
+    while i < args.len() {
+        let a = c_str(args[i]).to_ascii_lowercase();
+        let unit = match a.as_slice() {
+            b"ex" => Some(Unit { seconds: true, relative: true }),
+            b"px" => Some(Unit { seconds: false, relative: true }),
+            b"exat" => Some(Unit { seconds: true, relative: false }),
+            b"pxat" => Some(Unit { seconds: false, relative: false }),
+            _ => None,
+        };
+        match (a.as_slice(), unit) {
+            (_, Some(u)) if o.time.is_none_or(|(_, t)| t == u) && !o.keepttl && !o.persist && i + 1 < args.len() => {
+                o.time = Some((args[i + 1], u));
+                i += 1;
+            }
+            (b"nx", _) if set && !o.xx => o.nx = true,
+            (b"xx", _) if set && !o.nx => o.xx = true,
+            (b"get", _) if set => o.get = true,
+            (b"keepttl", _) if set && o.time.is_none() => o.keepttl = true,
+            (b"persist", _) if !set && o.time.is_none() => o.persist = true,
+            _ => {
+                out.error("ERR syntax error");
+                return None;
+            }
+        }
+        i += 1;
     }
-    let now = now_ms();
-    if ms > i64::MAX - now {
-        expire_time_error(out, name);
-        return None;
-    }
-    Some(ms + now)
+    Some(o)
 }
 
 /// EXPIRE's options.
@@ -79,7 +126,7 @@ struct ExpireFlags {
 fn parse_expire_flags(out: &mut Out, args: &[&[u8]]) -> Option<ExpireFlags> {
     let mut f = ExpireFlags::default();
     for a in args {
-        match a.to_ascii_lowercase().as_slice() {
+        match c_str(a).to_ascii_lowercase().as_slice() {
             b"nx" => f.nx = true,
             b"xx" => f.xx = true,
             b"gt" => f.gt = true,
@@ -174,7 +221,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             let mut replace = false;
             let mut i = 3;
             while i < argv.len() {
-                let a = argv[i].to_ascii_lowercase();
+                let a = c_str(argv[i]).to_ascii_lowercase();
                 if a == b"replace" {
                     replace = true;
                 } else if a == b"db" && i + 1 < argv.len() {
@@ -234,40 +281,14 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
 /// options, then the key (absent: nil, whatever the time says), then the
 /// time.
 fn getex(argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(), Error> {
-    // The same option may repeat (the last time counts); two different
-    // ones may not.
-    let mut time: Option<(&[u8], Unit)> = None;
-    let mut persist = false;
-    let mut i = 2;
-    while i < argv.len() {
-        let a = argv[i].to_ascii_lowercase();
-        let unit = match a.as_slice() {
-            b"ex" => Some(Unit { seconds: true, relative: true }),
-            b"px" => Some(Unit { seconds: false, relative: true }),
-            b"exat" => Some(Unit { seconds: true, relative: false }),
-            b"pxat" => Some(Unit { seconds: false, relative: false }),
-            _ => None,
-        };
-        match unit {
-            Some(u) if time.is_none_or(|(_, t)| t == u) && !persist && i + 1 < argv.len() => {
-                time = Some((argv[i + 1], u));
-                i += 1;
-            }
-            None if a == b"persist" && time.is_none() => persist = true,
-            _ => {
-                out.error("ERR syntax error");
-                return Ok(());
-            }
-        }
-        i += 1;
-    }
+    let Some(o) = string_opts(out, &argv[2..], false) else { return Ok(()) };
     let Some(v) = kv.get(argv[1])? else {
         lookup(false);
         out.null();
         return Ok(());
     };
     lookup(true);
-    let Some((arg, unit)) = time else {
+    let Some((arg, unit)) = o.time else {
         out.bulk(&v);
         return Ok(());
     };
@@ -299,23 +320,10 @@ fn expire(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(
         return Ok(());
     };
     // Negative times are allowed (already past); only overflow is not.
-    let ms = if unit.seconds {
-        match n.checked_mul(1000) {
-            Some(ms) => ms,
-            None => {
-                expire_time_error(out, name);
-                return Ok(());
-            }
-        }
-    } else {
-        n
-    };
-    let base = if unit.relative { now_ms() } else { 0 };
-    if ms > i64::MAX - base {
+    let Some(at) = absolute_ms(n, unit) else {
         expire_time_error(out, name);
         return Ok(());
-    }
-    let at = ms + base;
+    };
     if !kv.with_value(argv[1], |v| v.is_some())? || flags.xx || flags.gt {
         out.int(0);
         return Ok(());

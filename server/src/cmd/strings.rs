@@ -5,6 +5,7 @@
 //!
 //! Every value is a string, so `WRONGTYPE` never arises.
 
+use super::generic;
 use super::table::Cmd;
 use crate::float::FloatError;
 use crate::frame::parse_i64;
@@ -35,54 +36,6 @@ pub(super) fn writable(out: &mut Out, key: &[u8], value: Option<&[u8]>) -> bool 
     }
 }
 
-/// SET's options.
-#[derive(Default)]
-struct SetOpts {
-    nx: bool,
-    xx: bool,
-    get: bool,
-}
-
-fn parse_set(argv: &[&[u8]], out: &mut Out) -> Option<SetOpts> {
-    let mut o = SetOpts::default();
-    let mut expire = false;
-    let mut i = 3;
-    while i < argv.len() {
-        let a = argv[i].to_ascii_uppercase();
-        match a.as_slice() {
-            b"NX" if !o.xx => o.nx = true,
-            b"XX" if !o.nx => o.xx = true,
-            b"GET" => o.get = true,
-            b"KEEPTTL" if !expire => {}
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" if !expire && i + 1 < argv.len() => {
-                expire = true;
-                i += 1;
-                match parse_i64(argv[i]) {
-                    None => {
-                        out.error(NOT_INT);
-                        return None;
-                    }
-                    Some(n) if n <= 0 => {
-                        out.error("ERR invalid expire time in 'set' command");
-                        return None;
-                    }
-                    Some(_) => {}
-                }
-            }
-            _ => {
-                out.error("ERR syntax error");
-                return None;
-            }
-        }
-        i += 1;
-    }
-    if expire {
-        out.error(&super::generic::no_expiry("EX, PX, EXAT and PXAT are"));
-        return None;
-    }
-    Some(o)
-}
-
 /// Whether SET with these arguments is a blind write (no option that needs
 /// to read the key), which a pipeline can batch.
 pub fn set_is_plain(argv: &[&[u8]]) -> bool {
@@ -108,19 +61,32 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             lookup(found);
         }
         Cmd::Set => {
-            let Some(o) = parse_set(argv, out) else { return Ok(()) };
+            let Some(o) = generic::string_opts(out, &argv[3..], true) else { return Ok(()) };
+            // An expiry: a future one is refused; one already past (EXAT or
+            // PXAT) leaves the key absent, as Redis's lazy expiry does.
+            let mut expired = false;
+            if let Some((arg, unit)) = o.time {
+                let Some(at) = generic::positive_expiry(out, arg, unit, "set") else { return Ok(()) };
+                if at > generic::now_ms() {
+                    out.error(&generic::no_expiry("EX, PX, EXAT and PXAT are"));
+                    return Ok(());
+                }
+                expired = true;
+            }
             let (key, val) = (argv[1], argv[2]);
             if !writable(out, key, Some(val)) {
                 return Ok(());
             }
-            if !(o.nx || o.xx || o.get) {
+            if !(o.nx || o.xx || o.get || expired) {
                 kv.put(key, val)?;
                 out.ok();
                 return Ok(());
             }
             let old = kv.get(key)?;
             let go = !(o.nx && old.is_some() || o.xx && old.is_none());
-            if go {
+            if go && expired {
+                kv.delete(key)?;
+            } else if go {
                 kv.put(key, val)?;
             }
             if o.get {
@@ -321,7 +287,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             let found = kv.with_value(argv[1], |v| v.is_some())?;
             out.simple(if found { "string" } else { "none" });
         }
-        c if super::generic::handles(c) => super::generic::exec(c, argv, kv, out)?,
+        c if generic::handles(c) => generic::exec(c, argv, kv, out)?,
         _ => unreachable!("{cmd:?} is not a string command"),
     }
     Ok(())
