@@ -37,11 +37,11 @@ pub fn incr_by_float(current: Option<&[u8]>, increment: &[u8]) -> Result<Vec<u8>
     let mut out = vec![0u8; LD_CHARS];
     let mut len = 0usize;
     let cur = current.unwrap_or_default();
-    // SAFETY: `daxkv_incrbyfloat` reads exactly `cur_len` bytes from `cur`
-    // and `inc_len` from `inc` (both live slices; it copies them before
-    // parsing, so no NUL terminator is needed), and writes at most
-    // `LD_CHARS` bytes to `out` (a buffer of that length it bounds with
-    // snprintf) and one `usize` to `len`. It keeps no pointer past the call.
+    // The C side reads exactly `cur_len` and `inc_len` bytes (it copies them
+    // before parsing: no NUL terminator needed), bounds its output with
+    // snprintf to `LD_CHARS` bytes, and keeps no pointer past the call.
+    // SAFETY: both inputs are live slices of the lengths passed, `out` is
+    // `LD_CHARS` bytes long and `len` a live `usize`.
     let rc = unsafe {
         daxkv_incrbyfloat(
             cur.as_ptr().cast(),

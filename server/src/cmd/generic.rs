@@ -164,29 +164,8 @@ pub fn db_zero(out: &mut Out, arg: &[u8]) -> bool {
     false
 }
 
-/// Whether `cmd` is one of this module's.
-pub fn handles(cmd: Cmd) -> bool {
-    matches!(
-        cmd,
-        Cmd::Rename
-            | Cmd::Renamenx
-            | Cmd::Copy
-            | Cmd::Ttl
-            | Cmd::Pttl
-            | Cmd::Expiretime
-            | Cmd::Pexpiretime
-            | Cmd::Persist
-            | Cmd::Getex
-            | Cmd::Setex
-            | Cmd::Psetex
-            | Cmd::Expire
-            | Cmd::Pexpire
-            | Cmd::Expireat
-            | Cmd::Pexpireat
-    )
-}
-
-/// Run one of [`handles`]'s commands.
+/// Run one of this module's commands (the string commands hand over every
+/// command that is not theirs).
 pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(), Error> {
     match cmd {
         Cmd::Rename | Cmd::Renamenx => {
@@ -272,7 +251,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             }
         }
         Cmd::Expire | Cmd::Pexpire | Cmd::Expireat | Cmd::Pexpireat => expire(cmd, argv, kv, out)?,
-        _ => unreachable!("{cmd:?} is not a generic command"),
+        _ => unreachable!("{cmd:?} is neither a string nor a generic command"),
     }
     Ok(())
 }
