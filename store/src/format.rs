@@ -29,6 +29,8 @@ pub(crate) const SB_LEN: usize = 256;
 pub(crate) const SB_OFFSETS: [u64; 2] = [0, 4096];
 /// Bytes before the log area.
 pub(crate) const HEADER_BYTES: u64 = 8192;
+/// The largest sequence number a valid superblock holds (see `decode`).
+const MAX_SEQ: u64 = 1 << 48;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Superblock {
@@ -98,6 +100,11 @@ impl Superblock {
             1 => true,
             v => return Err(Fault::Field(format!("clean flag {v}"))),
         };
+        // Bumped once per open and close: no pool gets anywhere near this,
+        // and a damaged one must not wrap it round.
+        if get(b, 80) > MAX_SEQ {
+            return Err(Fault::Field(format!("sequence {}", get(b, 80))));
+        }
         Ok(Superblock {
             uuid: b[16..32].try_into().expect("16 bytes"),
             pool_size: get(b, 32),

@@ -82,7 +82,7 @@ pub(crate) fn open(region: Arc<Region>, path: &Path, verify: bool) -> Result<Sto
     let walk = walk(&region, &sb)?;
     let heap = Heap::recover(region.clone(), sb.heap_off, sb.heap_len, walk.reachable.iter().copied())?;
     let index = Index::build(walk.leaves);
-    sb.recoveries += 1;
+    sb.recoveries = sb.recoveries.saturating_add(1);
     sb.clean = false;
     sb.snapshot_off = 0;
     sb.snapshot_len = 0;

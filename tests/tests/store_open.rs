@@ -151,6 +151,31 @@ fn both_superblocks_damaged() {
     }
 }
 
+/// A sequence number no pool reaches, behind a valid checksum, is damage:
+/// with one copy so, open uses the other; with both, it refuses. (Open
+/// once panicked bumping it; wrapping it to 0 would make the older copy
+/// look newer after a crash between the two copies' writes.)
+#[test]
+fn an_impossible_sequence_is_damage() {
+    for copies in [&[0usize][..], &[0, 4096]] {
+        let d = dir(&format!("seq-{}", copies.len()));
+        let p = d.0.join("s.pool");
+        make_pool(&p);
+        for &sb in copies {
+            patch(&p, sb + 80, &u64::MAX.to_le_bytes());
+            reseal(&p, sb);
+        }
+        if copies.len() == 1 {
+            assert_pool_intact(&p);
+            continue;
+        }
+        match open_fails(&p) {
+            PoolError::BadSuperblock { why, .. } => assert!(why.contains("sequence"), "{why}"),
+            e => panic!("{e:?}"),
+        }
+    }
+}
+
 #[test]
 fn keys_and_values_out_of_limits() {
     let d = dir("limits");

@@ -1,0 +1,368 @@
+//! Random damage to a pool file: whatever is flipped, zeroed, overwritten
+//! or copied, opening it gives a typed error or a store, and the store's
+//! reads, scans, `check`, writes, close and reopen return (no panic, no
+//! hang). When `check` finds nothing wrong, every value read is one that
+//! was written under that key: damage is reported, never served.
+//!
+//! Two base images, one closed cleanly (open trusts the saved index) and
+//! one left by a crash (open replays the log and walks the leaves), each
+//! damaged in `DAXKV_CORRUPT_CASES` ways (default 300) from
+//! `DAXKV_CORRUPT_SEED` (default fixed). A failing case prints its seed
+//! and damage; `DAXKV_CORRUPT_SHOW=1` prints every case's outcome.
+
+use daxkv::{Options, PoolError, Store};
+use daxkv_tests::ShmDir;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const POOL: u64 = 4 << 20;
+/// Most ways a case damages its image.
+const MAX_DAMAGE: usize = 4;
+const SB_COPIES: [usize; 2] = [0, 4096];
+
+/// What was written: the final contents, and every (key, value) ever put.
+struct History {
+    model: BTreeMap<Vec<u8>, Vec<u8>>,
+    ever: HashSet<(Vec<u8>, Vec<u8>)>,
+}
+
+fn value(rng: &mut StdRng, key: &[u8]) -> Vec<u8> {
+    let len = match rng.gen_range(0..100) {
+        0 => rng.gen_range(4000..9000),
+        1 => 70_000,
+        _ => rng.gen_range(0..200),
+    };
+    // Self-describing bytes: a value of one key is never another's.
+    let seed = key.iter().fold(rng.r#gen::<u8>(), |a, &b| a.wrapping_mul(31).wrapping_add(b));
+    (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
+}
+
+/// A pool with splits, replacements, deletes, a transaction and a few
+/// multi-page values; closed cleanly or abandoned as by a crash.
+fn base_image(path: &Path, crashed: bool) -> History {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut h = History { model: BTreeMap::new(), ever: HashSet::new() };
+    let s = Store::open(path, &Options::new().pool_size(POOL).create_if_missing(true)).unwrap();
+    let put = |s: &Store, h: &mut History, k: Vec<u8>, v: Vec<u8>| {
+        s.put(&k, &v).unwrap();
+        h.ever.insert((k.clone(), v.clone()));
+        h.model.insert(k, v);
+    };
+    for i in 0..1500u32 {
+        let k = format!("key-{:08x}", i.wrapping_mul(2_654_435_761)).into_bytes();
+        let v = value(&mut rng, &k);
+        put(&s, &mut h, k, v);
+    }
+    let keys: Vec<Vec<u8>> = h.model.keys().cloned().collect();
+    for k in keys.iter().step_by(7) {
+        let v = value(&mut rng, k);
+        put(&s, &mut h, k.clone(), v);
+    }
+    for k in keys.iter().skip(3).step_by(5) {
+        assert!(s.delete(k).unwrap());
+        h.model.remove(k);
+    }
+    let tx: Vec<(Vec<u8>, Vec<u8>)> = (0..12u32)
+        .map(|i| {
+            let k = format!("tx-{i}").into_bytes();
+            let v = value(&mut rng, &k);
+            (k, v)
+        })
+        .collect();
+    s.transaction(|t| {
+        for (k, v) in &tx {
+            t.put(k, v)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    for (k, v) in tx {
+        h.ever.insert((k.clone(), v.clone()));
+        h.model.insert(k, v);
+    }
+    if crashed {
+        s.abandon();
+    } else {
+        s.close().unwrap();
+    }
+    h
+}
+
+fn word(img: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(img[at..at + 8].try_into().unwrap())
+}
+
+fn set_word(img: &mut [u8], at: usize, v: u64) {
+    img[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn reseal(img: &mut [u8], sb: usize) {
+    let crc = crc32c::crc32c(&img[sb..sb + 252]);
+    img[sb + 252..sb + 256].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A value a damaged word might plausibly hold: near its old value, an
+/// offset inside or just outside the pool, an extreme, or noise.
+fn nasty(rng: &mut StdRng, old: u64) -> u64 {
+    match rng.gen_range(0..8) {
+        0 => 0,
+        1 => u64::MAX,
+        2 => old ^ (1 << rng.gen_range(0..64)),
+        3 => rng.gen_range(0..POOL),
+        4 => rng.gen_range(0..POOL) & !63,
+        5 => POOL - rng.gen_range(0..4096u64),
+        6 => old.wrapping_add(rng.gen_range(1..200u64)).wrapping_sub(100),
+        _ => rng.r#gen(),
+    }
+}
+
+/// Damage `img` in one random way; returns what was done.
+fn mutate(rng: &mut StdRng, img: &mut [u8], t: &Targets) -> String {
+    let (live_words, live_lines) = (&t.words, &t.lines);
+    match rng.gen_range(0..12) {
+        0..=3 => {
+            let at = t.structure[rng.gen_range(0..t.structure.len())];
+            let (old, new) = (word(img, at), nasty(rng, word(img, at)));
+            set_word(img, at, new);
+            format!("structure word at {at:#x}: {old:#x} -> {new:#x}")
+        }
+        4 | 5 => {
+            let at = live_words[rng.gen_range(0..live_words.len())];
+            let (old, new) = (word(img, at), nasty(rng, word(img, at)));
+            set_word(img, at, new);
+            format!("word at {at:#x}: {old:#x} -> {new:#x}")
+        }
+        6 | 7 => {
+            let at = rng.gen_range(0..img.len());
+            let bit = rng.gen_range(0..8);
+            let at = if rng.gen_bool(0.8) {
+                live_words[rng.gen_range(0..live_words.len())] + rng.gen_range(0..8)
+            } else {
+                at
+            };
+            img[at] ^= 1 << bit;
+            format!("bit {bit} of byte {at:#x}")
+        }
+        8 => {
+            let at = live_lines[rng.gen_range(0..live_lines.len())];
+            img[at..at + 64].fill(0);
+            format!("zeroed line {at:#x}")
+        }
+        9 => {
+            let from = live_lines[rng.gen_range(0..live_lines.len())];
+            let to = live_lines[rng.gen_range(0..live_lines.len())];
+            let line: Vec<u8> = img[from..from + 64].to_vec();
+            img[to..to + 64].copy_from_slice(&line);
+            format!("line {from:#x} copied over {to:#x}")
+        }
+        _ => {
+            // A superblock field with a valid checksum: the geometry and
+            // offsets themselves must be checked, not only the crc.
+            let field = 8 * rng.gen_range(1..17usize);
+            let both = rng.gen_bool(0.5);
+            let old = word(img, field);
+            let new = nasty(rng, old);
+            for (i, &sb) in SB_COPIES.iter().enumerate() {
+                if both || i == 0 {
+                    set_word(img, sb + field, new);
+                    reseal(img, sb);
+                }
+            }
+            format!("superblock {} field {field}: {old:#x} -> {new:#x}, resealed", if both { "A+B" } else { "A" })
+        }
+    }
+}
+
+/// Open the damaged pool and use it in every way; panics on a wrong
+/// answer (a panic inside the store is caught by the caller).
+fn exercise(path: &Path, h: &History, seed: u64) -> String {
+    let before = std::fs::read(path).unwrap();
+    let s = match Store::open(path, &Options::new()) {
+        Err(e) => {
+            if matches!(
+                e,
+                PoolError::NotAPool { .. }
+                    | PoolError::WrongVersion { .. }
+                    | PoolError::Truncated { .. }
+                    | PoolError::BadSuperblock { .. }
+            ) {
+                assert!(std::fs::read(path).unwrap() == before, "a refused open wrote to the file: {e}");
+            }
+            return format!("refused: {e}");
+        }
+        Ok(s) => s,
+    };
+    let sound = match s.check() {
+        Ok(rep) => rep.is_ok(),
+        Err(_) => false,
+    };
+    let served = |k: &[u8], v: &[u8]| {
+        if sound {
+            assert!(h.ever.contains(&(k.to_vec(), v.to_vec())), "check passed but {k:?} read a value never written");
+        }
+    };
+    let mut n = 0usize;
+    for kv in s.iter().take(4 * h.ever.len()).flatten() {
+        served(&kv.0, &kv.1);
+        n += 1;
+    }
+    for kv in s.range_rev::<&[u8]>(..).take(4 * h.ever.len()).flatten() {
+        served(&kv.0, &kv.1);
+    }
+    for kv in s.prefix(b"tx-").flatten() {
+        served(&kv.0, &kv.1);
+    }
+    for k in h.model.keys() {
+        if let Ok(Some(v)) = s.get(k) {
+            served(k, &v);
+        }
+        let _ = s.contains(k);
+    }
+    let _ = s.len();
+    let _ = s.stats();
+    // Writes into the damaged pool: errors are fine, panics are not.
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut acked = Vec::new();
+    for i in 0..60u32 {
+        let k = format!("new-{i:03}").into_bytes();
+        let v = value(&mut rng, &k);
+        if s.put(&k, &v).is_ok() {
+            acked.push((k, v));
+        }
+    }
+    for k in h.model.keys().step_by(9) {
+        let _ = s.delete(k);
+    }
+    let _ = s.transaction(|t| {
+        t.put(b"tx-0", b"again")?;
+        t.delete(b"tx-1")?;
+        t.get(b"tx-2")
+    });
+    let _ = s.compare_and_swap(b"new-000", Some(b"x"), Some(b"y"));
+    let _ = s.check();
+    let _ = s.close();
+    match Store::open(path, &Options::new()) {
+        Err(e) => format!("opened (sound: {sound}, {n} keys), reopen refused: {e}"),
+        Ok(s) => {
+            let again = s.check().map(|r| r.is_ok()).unwrap_or(false);
+            if sound && again {
+                for (k, v) in &acked {
+                    assert_eq!(s.get(k).ok().flatten().as_ref(), Some(v), "an acknowledged put was lost");
+                }
+            }
+            for kv in s.iter().take(4 * h.ever.len() + 100) {
+                let _ = kv;
+            }
+            let _ = s.close();
+            format!("opened (sound: {sound}, {n} keys), reopened (sound: {again})")
+        }
+    }
+}
+
+/// Where damage is worth making: every non-zero word (mostly record
+/// bytes), and apart from those the words of the structures: superblocks,
+/// the log's checkpoints and entries, the heap's header and descriptors,
+/// every leaf (zero words too), each record's header, the saved index.
+struct Targets {
+    words: Vec<usize>,
+    lines: Vec<usize>,
+    structure: Vec<usize>,
+}
+
+fn targets(img: &[u8]) -> Targets {
+    let words: Vec<usize> = (0..img.len() / 8).map(|w| w * 8).filter(|&at| word(img, at) != 0).collect();
+    let mut lines: Vec<usize> = words.iter().map(|&w| w & !63).collect();
+    lines.dedup();
+    let (heap_off, head) = (word(img, 56) as usize, word(img, 72) as usize);
+    let (snap_off, snap_len) = (word(img, 96) as usize, word(img, 104) as usize);
+    let mut structure: Vec<usize> = SB_COPIES.iter().flat_map(|&sb| (sb..sb + 256).step_by(8)).collect();
+    let nonzero_in = |from: usize, to: usize| words.iter().copied().filter(move |&w| w >= from && w < to);
+    structure.extend(nonzero_in(8192, heap_off + 64 * 1024));
+    if snap_len > 0 && snap_off.saturating_add(snap_len) <= img.len() {
+        structure.extend(nonzero_in(snap_off, snap_off + snap_len));
+    }
+    // The leaf chain: bitmap at 0, next at 8, fingerprints at 16, slots at
+    // 80 (592 bytes a leaf); each live slot names a record.
+    let mut leaf = head;
+    let mut seen = HashSet::new();
+    while leaf != 0 && leaf + 592 <= img.len() && seen.insert(leaf) {
+        structure.extend((leaf..leaf + 592).step_by(8));
+        let bits = word(img, leaf);
+        for i in (0..64).filter(|i| bits & (1 << i) != 0) {
+            let rec = (word(img, leaf + 80 + 8 * i) & !1) as usize;
+            if rec + 16 <= img.len() {
+                structure.extend([rec, rec + 8]);
+            }
+        }
+        leaf = word(img, leaf + 8) as usize;
+    }
+    assert!(seen.len() > 10, "the base image has a chain of leaves");
+    Targets { words, lines, structure }
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn run(crashed: bool) {
+    let d = ShmDir::new(&format!("corrupt-{crashed}"));
+    let base_path = d.0.join("base.pool");
+    let h = std::sync::Arc::new(base_image(&base_path, crashed));
+    let base = std::fs::read(&base_path).unwrap();
+    let t = targets(&base);
+    let cases = env("DAXKV_CORRUPT_CASES", 300);
+    let seed0 = env("DAXKV_CORRUPT_SEED", 0x5eed);
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    for case in 0..cases {
+        let seed = seed0.wrapping_mul(1_000_003).wrapping_add(case);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut img = base.clone();
+        let what: Vec<String> = (0..rng.gen_range(1..=MAX_DAMAGE)).map(|_| mutate(&mut rng, &mut img, &t)).collect();
+        let path: PathBuf = d.0.join(format!("case-{case}.pool"));
+        std::fs::write(&path, &img).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (p, h2) = (path.clone(), h.clone());
+        std::thread::spawn(move || {
+            let out = catch_unwind(AssertUnwindSafe(|| exercise(&p, &h2, seed)));
+            let _ = tx.send(out.map_err(|e| {
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            }));
+        });
+        let out = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(out) => out,
+            Err(_) => Err("no answer within 60 s (a hang)".into()),
+        };
+        match out {
+            Ok(summary) => {
+                if std::env::var_os("DAXKV_CORRUPT_SHOW").is_some() {
+                    eprintln!("case {case}: {summary}");
+                }
+                let kind = summary.split([':', ',']).take(if summary.starts_with("opened") { 2 } else { 1 }).collect();
+                *outcomes.entry(kind).or_default() += 1;
+            }
+            Err(msg) => panic!(
+                "crashed base: {crashed}, case {case} (DAXKV_CORRUPT_SEED={seed0}), seed {seed}: {msg}\n  damage: {what:?}"
+            ),
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    eprintln!("crashed base: {crashed}: {outcomes:?}");
+}
+
+#[test]
+fn damage_to_a_cleanly_closed_pool() {
+    run(false);
+}
+
+#[test]
+fn damage_to_a_crashed_pool() {
+    run(true);
+}
