@@ -37,7 +37,7 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-fn write_frame(w: &mut impl Write, f: &Frame) -> io::Result<()> {
+fn write_frame(w: &mut (impl Write + ?Sized), f: &Frame) -> io::Result<()> {
     let payload = bincode::encode_to_vec(f, bincode::config::standard()).map_err(io::Error::other)?;
     let len = u32::try_from(payload.len()).map_err(|_| bad("frame too large"))?;
     w.write_all(&len.to_le_bytes())?;
@@ -67,29 +67,56 @@ fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
     Ok(f)
 }
 
+/// Writes a dump pair by pair: the header when made, frames of
+/// [`BATCH`] pairs (or 64 MiB) as they fill, the end frame at
+/// [`Writer::finish`].
+pub struct Writer<'w, W: Write + ?Sized> {
+    w: &'w mut W,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: usize,
+    n: u64,
+}
+
+impl<'w, W: Write + ?Sized> Writer<'w, W> {
+    /// Start a dump on `w`.
+    pub fn new(w: &'w mut W) -> io::Result<Self> {
+        w.write_all(MAGIC)?;
+        w.write_all(&VERSION.to_le_bytes())?;
+        Ok(Writer { w, pairs: Vec::new(), bytes: 0, n: 0 })
+    }
+
+    /// Add one pair.
+    pub fn push(&mut self, k: impl Into<Vec<u8>>, v: impl Into<Vec<u8>>) -> io::Result<()> {
+        let (k, v) = (k.into(), v.into());
+        self.bytes += k.len() + v.len();
+        self.pairs.push((k, v));
+        self.n += 1;
+        if self.pairs.len() >= BATCH || self.bytes >= 64 << 20 {
+            write_frame(self.w, &Frame::Pairs(std::mem::take(&mut self.pairs)))?;
+            self.bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Write what is left and the end frame; returns how many pairs.
+    pub fn finish(self) -> io::Result<u64> {
+        if !self.pairs.is_empty() {
+            write_frame(self.w, &Frame::Pairs(self.pairs))?;
+        }
+        write_frame(self.w, &Frame::End(self.n))?;
+        self.w.flush()?;
+        Ok(self.n)
+    }
+}
+
 /// Write every pair of `store` to `w`; returns how many.
 pub fn dump(store: &Store, w: &mut impl Write) -> io::Result<u64> {
-    w.write_all(MAGIC)?;
-    w.write_all(&VERSION.to_le_bytes())?;
-    let mut n = 0u64;
-    let mut pairs = Vec::new();
-    let mut bytes = 0usize;
+    let mut out = Writer::new(w)?;
     for kv in store.iter() {
         let (k, v) = kv.map_err(io::Error::other)?;
-        bytes += k.len() + v.len();
-        pairs.push((k, v));
-        n += 1;
-        if pairs.len() >= BATCH || bytes >= 64 << 20 {
-            write_frame(w, &Frame::Pairs(std::mem::take(&mut pairs)))?;
-            bytes = 0;
-        }
+        out.push(k, v)?;
     }
-    if !pairs.is_empty() {
-        write_frame(w, &Frame::Pairs(pairs))?;
-    }
-    write_frame(w, &Frame::End(n))?;
-    w.flush()?;
-    Ok(n)
+    out.finish()
 }
 
 /// Put every pair of the dump `r` into `store`; returns how many.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
     name = "daxkv",
     version,
     about = "daxkv: a persistent key-value store for persistent memory",
-    after_help = "Exit status: 0 on success, 1 for a key `get` did not find or a pool `check` found damaged, \
+    after_help = "Exit status: 0 on success, 1 for a key `get` did not find or a pool `check` or `salvage` found damaged, \
                   2 on an error (the pool could not be opened, is locked, bad arguments, ...)."
 )]
 struct Cli {
@@ -151,6 +151,15 @@ enum Cmd {
         /// Output file.
         file: PathBuf,
     },
+    /// Write every intact pair of a damaged pool to FILE (`-`: stdout) in
+    /// the dump format, without writing to the pool; reports what it left
+    /// out and exits 1 if anything (0: the pool was sound).
+    Salvage {
+        /// Pool file.
+        path: PathBuf,
+        /// Output file.
+        file: PathBuf,
+    },
     /// Load a dump (FILE, `-`: stdin) into a pool (created if missing).
     Load {
         /// Pool file.
@@ -215,10 +224,21 @@ fn open(path: &Path) -> Result<Store, String> {
 }
 
 /// A pool error as one line that names the pool once (most errors name
-/// it already).
+/// it already), with the way out when the pool is damaged.
 fn pool_error(path: &Path, e: &PoolError) -> String {
     let (m, p) = (e.to_string(), path.display().to_string());
-    if m.starts_with(&p) { m } else { format!("{p}: {m}") }
+    let m = if m.starts_with(&p) { m } else { format!("{p}: {m}") };
+    if damaged(e) {
+        format!("{m}\n(`daxkv salvage {p} FILE` writes every intact pair to a dump that `daxkv load` reads)")
+    } else {
+        m
+    }
+}
+
+/// Whether open refused the pool for damage past its superblocks (which
+/// `salvage` can read round).
+fn damaged(e: &PoolError) -> bool {
+    matches!(e, PoolError::Corrupt { .. } | PoolError::Damaged { .. } | PoolError::Heap(_) | PoolError::Log(_))
 }
 
 /// Non-printable bytes as \xHH, for one-line output.
@@ -370,7 +390,15 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { path } => {
-            let s = open(&path)?;
+            let s = match Store::open(&path, &Options::new()) {
+                Ok(s) => s,
+                Err(e) if damaged(&e) => {
+                    println!("problem: {}", pool_error(&path, &e));
+                    println!("DAMAGED: the pool cannot be opened");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(pool_error(&path, &e)),
+            };
             let r = s.check().map_err(|e| e.to_string())?;
             let leaves = if r.leaves == 1 { "leaf" } else { "leaves" };
             println!("{}: {} keys in {} {leaves}", path.display(), r.keys, r.leaves);
@@ -443,6 +471,50 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             s.close().map_err(|e| e.to_string())?;
             eprintln!("daxkv: dumped {n} pairs");
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Salvage { path, file } => {
+            let write = |w: &mut dyn Write| -> Result<(daxkv::SalvageReport, u64), String> {
+                let mut out = daxkv_server::dump::Writer::new(w).map_err(|e| format!("salvage: {e}"))?;
+                let rep = daxkv::salvage(&path, |k, v| out.push(k, v)).map_err(|e| match e {
+                    daxkv::SalvageError::Pool(e) => pool_error(&path, &e),
+                    e => e.to_string(),
+                })?;
+                let n = out.finish().map_err(|e| format!("salvage: {e}"))?;
+                Ok((rep, n))
+            };
+            let (rep, n) = if file.as_os_str() == "-" {
+                write(&mut std::io::BufWriter::new(std::io::stdout().lock()))?
+            } else {
+                let f = std::fs::File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                let mut w = std::io::BufWriter::new(f);
+                let out = write(&mut w)?;
+                w.into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| format!("salvage: {e}"))?;
+                out
+            };
+            for n in &rep.notes {
+                eprintln!("note: {n}");
+            }
+            for p in &rep.problems {
+                eprintln!("problem: {p}");
+            }
+            let leaves = if rep.leaves == 1 { "leaf" } else { "leaves" };
+            eprintln!("daxkv: salvaged {n} pairs from {} {leaves}", rep.leaves);
+            if rep.unfinished > 0 {
+                eprintln!("daxkv: {} inserts cut short by a crash (never acknowledged) left out", rep.unfinished);
+            }
+            if rep.is_complete() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                let k = rep.problems.len();
+                eprintln!(
+                    "daxkv: DAMAGED: {k} {}; what they name is not in the dump",
+                    if k == 1 { "problem" } else { "problems" }
+                );
+                Ok(ExitCode::from(1))
+            }
         }
         Cmd::Load { path, file, pool_args } => {
             let s = Store::open(&path, &options(&pool_args, true)).map_err(|e| pool_error(&path, &e))?;

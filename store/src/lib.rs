@@ -57,6 +57,8 @@ mod options;
 #[cfg(not(loom))]
 mod recovery;
 #[cfg(not(loom))]
+mod salvage;
+#[cfg(not(loom))]
 mod store;
 mod sync;
 #[cfg(not(loom))]
@@ -74,6 +76,8 @@ pub use error::{Error, PoolError, Result};
 pub use iter::Iter;
 #[cfg(not(loom))]
 pub use options::Options;
+#[cfg(not(loom))]
+pub use salvage::{SalvageError, SalvageReport, salvage, salvage_region};
 #[cfg(not(loom))]
 pub use store::{CheckReport, MAX_KEY, MAX_VALUE, MIN_POOL, Stats, Store, ValueRef};
 #[cfg(not(loom))]

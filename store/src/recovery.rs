@@ -30,7 +30,7 @@ pub(crate) fn encode_set(off: u64, value: u64) -> [u8; 17] {
     b
 }
 
-fn decode_set(b: &[u8]) -> Option<(u64, u64)> {
+pub(crate) fn decode_set(b: &[u8]) -> Option<(u64, u64)> {
     if b.len() != 17 || b[0] != OP_SET {
         return None;
     }
@@ -123,7 +123,7 @@ struct Walk {
     dropped: u64,
 }
 
-fn in_heap(sb: &Superblock, off: u64, len: u64) -> bool {
+pub(crate) fn in_heap(sb: &Superblock, off: u64, len: u64) -> bool {
     off >= sb.heap_off && off.checked_add(len).is_some_and(|e| e <= sb.heap_off + sb.heap_len)
 }
 
@@ -276,7 +276,7 @@ fn open_clean(
     Ok(Ok(store))
 }
 
-fn load_snapshot(r: &Region, sb: &Superblock) -> Option<Vec<Arc<LeafRef>>> {
+pub(crate) fn load_snapshot(r: &Region, sb: &Superblock) -> Option<Vec<Arc<LeafRef>>> {
     let (off, len) = (sb.snapshot_off, sb.snapshot_len);
     if len < 36 || !in_heap(sb, off, len) {
         return None;

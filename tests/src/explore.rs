@@ -28,6 +28,9 @@ pub struct Config {
     pub nested_every: u64,
     /// Also run a few operations after recovery and compare (1 in N).
     pub continue_every: u64,
+    /// Salvage the image first and compare with what recovery finds (1 in
+    /// N; 0: never).
+    pub salvage_every: u64,
     /// Persistence sites switched off (mutation testing).
     pub disabled: HashSet<Site>,
     /// At most this many lines get line-by-line images per point (0: all).
@@ -48,6 +51,7 @@ impl Config {
             random_samples: 12,
             nested_every: 256,
             continue_every: 16,
+            salvage_every: 4,
             max_line_images: 24,
             disabled: HashSet::new(),
             stop_at_first: false,
@@ -64,6 +68,7 @@ impl Config {
             random_samples: 32,
             nested_every: 32,
             continue_every: 8,
+            salvage_every: 2,
             max_line_images: 64,
             ..Config::quick(seed)
         }
@@ -164,7 +169,17 @@ fn contents(s: &Store) -> Result<Model, String> {
 
 /// Recover `region` and hold it to the oracle: the state before or after
 /// the op in progress, `check()` clean, and (sometimes) later ops agree.
-fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool) -> Result<Model, String> {
+/// With `salvage`, [`daxkv::salvage`] reads the image first, as recovery
+/// will but without writing: it must meet no damage and hand over exactly
+/// what recovery then finds.
+fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) -> Result<Model, String> {
+    let mut salvaged = Model::new();
+    let salvage = salvage.then(|| {
+        daxkv::salvage_region(&region, std::path::Path::new("crash image"), |k, v| {
+            salvaged.insert(k.to_vec(), v.to_vec());
+            Ok(())
+        })
+    });
     let s = match Store::open_on(region) {
         Ok(s) => s,
         // A crash while the pool is created leaves no pool, and says so.
@@ -174,6 +189,14 @@ fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool) -> Result<Model, 
         Err(e) => return Err(format!("recovery failed: {e}")),
     };
     let got = contents(&s)?;
+    match salvage {
+        Some(Ok(rep)) if !rep.is_complete() => return Err(format!("salvage met damage: {:?}", rep.problems)),
+        Some(Ok(_)) if salvaged != got => {
+            return Err(format!("salvage handed over {} keys, recovery found {}", salvaged.len(), got.len()));
+        }
+        Some(Err(e)) => return Err(format!("salvage failed where recovery did not: {e}")),
+        _ => {}
+    }
     if got != *o.before && got != *o.after {
         let (b, a) = (o.before.len(), o.after.len());
         let missing: Vec<_> = o.before.keys().filter(|k| !got.contains_key(*k)).take(3).collect();
@@ -250,12 +273,13 @@ fn on_point(sh: &Arc<Mutex<Shared>>, cp: &CrashPoint<'_>) {
         let n = g.counter;
         let nested = g.cfg.nested_every > 0 && n.is_multiple_of(g.cfg.nested_every);
         let cont = g.cfg.continue_every > 0 && n.is_multiple_of(g.cfg.continue_every);
+        let salvage = g.cfg.salvage_every > 0 && n.is_multiple_of(g.cfg.salvage_every);
         let res = if nested {
             nested_check(&mut g, img)
         } else {
             let scratch = g.scratch.clone();
             scratch.write(0, img);
-            guarded(|| verify(scratch, &g.oracle, cont))
+            guarded(|| verify(scratch, &g.oracle, cont, salvage))
         };
         match res {
             Ok(m) => {
@@ -305,14 +329,14 @@ fn nested_check(g: &mut Shared, img: &[u8]) -> Result<Model, String> {
             cp.for_each_image(|img2, d| {
                 st.1 += 1;
                 scratch.write(0, img2);
-                if let Err(e) = guarded(|| verify(scratch.clone(), &o2, false)) {
+                if let Err(e) = guarded(|| verify(scratch.clone(), &o2, false, false)) {
                     st.2.push(format!("crash during recovery (its point {}, image {d}): {e}", cp.index));
                 }
                 ControlFlow::Continue(())
             });
         });
     }
-    let res = guarded(|| verify(region.clone(), &oracle, false));
+    let res = guarded(|| verify(region.clone(), &oracle, false, false));
     region.simulator().expect("sim").clear_hook();
     for (site, c) in region.simulator().expect("sim").sites() {
         g.nested_sites.push((site, c.calls, c.redundant));

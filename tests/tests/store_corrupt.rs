@@ -10,7 +10,7 @@
 //! `DAXKV_CORRUPT_SEED` (default fixed). A failing case prints its seed
 //! and damage; `DAXKV_CORRUPT_SHOW=1` prints every case's outcome.
 
-use daxkv::{Options, PoolError, Store};
+use daxkv::{Options, PoolError, SalvageReport, Store};
 use daxkv_tests::ShmDir;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -178,9 +178,27 @@ fn mutate(rng: &mut StdRng, img: &mut [u8], t: &Targets) -> String {
     }
 }
 
-/// Open the damaged pool and use it in every way; panics on a wrong
-/// answer (a panic inside the store is caught by the caller).
+/// Key-value pairs in the order met.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Salvage the pool: it must not write to it, and hands over only pairs
+/// that were written.
+fn salvaged(path: &Path, h: &History) -> (Pairs, Result<SalvageReport, String>) {
+    let before = std::fs::read(path).unwrap();
+    let mut pairs = Vec::new();
+    let rep = daxkv::salvage(path, |k, v| {
+        assert!(h.ever.contains(&(k.to_vec(), v.to_vec())), "salvage handed over {k:?} with a value never written");
+        pairs.push((k.to_vec(), v.to_vec()));
+        Ok(())
+    });
+    assert!(std::fs::read(path).unwrap() == before, "salvage wrote to the pool");
+    (pairs, rep.map_err(|e| e.to_string()))
+}
+
+/// Salvage, then open the damaged pool and use it in every way; panics on
+/// a wrong answer (a panic inside the store is caught by the caller).
 fn exercise(path: &Path, h: &History, seed: u64) -> String {
+    let (rescued, rescue) = salvaged(path, h);
     let before = std::fs::read(path).unwrap();
     let s = match Store::open(path, &Options::new()) {
         Err(e) => {
@@ -193,7 +211,7 @@ fn exercise(path: &Path, h: &History, seed: u64) -> String {
             ) {
                 assert!(std::fs::read(path).unwrap() == before, "a refused open wrote to the file: {e}");
             }
-            return format!("refused: {e}");
+            return format!("refused: {e}; salvaged {} pairs: {rescue:?}", rescued.len());
         }
         Ok(s) => s,
     };
@@ -207,9 +225,14 @@ fn exercise(path: &Path, h: &History, seed: u64) -> String {
         }
     };
     let mut n = 0usize;
+    let mut all = Vec::new();
     for kv in s.iter().take(4 * h.ever.len()).flatten() {
         served(&kv.0, &kv.1);
+        all.push(kv);
         n += 1;
+    }
+    if sound {
+        assert!(all == rescued, "check passed, but salvage handed over other pairs than the store holds: {rescue:?}");
     }
     for kv in s.range_rev::<&[u8]>(..).take(4 * h.ever.len()).flatten() {
         served(&kv.0, &kv.1);
@@ -313,6 +336,11 @@ fn run(crashed: bool) {
     let d = ShmDir::new(&format!("corrupt-{crashed}"));
     let base_path = d.0.join("base.pool");
     let h = std::sync::Arc::new(base_image(&base_path, crashed));
+    // Undamaged, salvage hands over exactly what the store holds.
+    let (pairs, rep) = salvaged(&base_path, &h);
+    let rep = rep.unwrap();
+    assert!(rep.is_complete() && rep.unfinished == 0, "{rep:?}");
+    assert!(pairs.into_iter().eq(h.model.clone()), "salvage of the undamaged pool differs from the model");
     let base = std::fs::read(&base_path).unwrap();
     let t = targets(&base);
     let cases = env("DAXKV_CORRUPT_CASES", 300);
