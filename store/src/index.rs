@@ -738,6 +738,15 @@ impl Index {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
+    /// Make `head` the only leaf (after the store was cleared). The caller
+    /// holds every leaf's lock.
+    pub(crate) fn reset(&self, head: Arc<LeafRef>) {
+        let _g = self.smo.lock();
+        let root = Index::build(vec![head]).root.into_inner();
+        self.root.store(root);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
     /// Every (separator, leaf) in order.
     pub(crate) fn entries(&self) -> Vec<Entry> {
         let mut v = Vec::new();

@@ -39,6 +39,8 @@
 #[cfg(not(loom))]
 mod check;
 #[cfg(not(loom))]
+mod clear;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod format;

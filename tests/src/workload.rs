@@ -20,6 +20,8 @@ pub enum Op {
     Tx(Vec<(Vec<u8>, Option<Vec<u8>>)>),
     /// A write batch, all or nothing.
     Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    /// Remove every key, all or nothing.
+    Clear,
 }
 
 impl Op {
@@ -32,6 +34,7 @@ impl Op {
             Op::Cas(key, _, _) => format!("cas {}", k(key)),
             Op::Tx(w) => format!("transaction of {}", w.len()),
             Op::Batch(w) => format!("batch of {}", w.len()),
+            Op::Clear => "clear".into(),
         }
     }
 
@@ -63,6 +66,7 @@ impl Op {
                 Ok(())
             })),
             Op::Batch(w) => full(store.write_batch(w)),
+            Op::Clear => store.clear().map(|_| true),
         }
     }
 
@@ -94,6 +98,7 @@ impl Op {
                     };
                 }
             }
+            Op::Clear => m.clear(),
         }
     }
 }
@@ -192,10 +197,11 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
                     let n = if rng.gen_range(0..30) == 0 { rng.gen_range(65..120) } else { rng.gen_range(2..8) };
                     Op::Tx(writes(&mut rng, n, 500))
                 }
-                _ => {
+                85..=98 => {
                     let n = rng.gen_range(2..12);
                     Op::Batch(writes(&mut rng, n, 500))
                 }
+                _ => Op::Clear,
             },
             Kind::FillDrain => {
                 // Fill in order (splits), then delete in order, each delete
@@ -224,6 +230,9 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
                         // in the ones being emptied
                         Op::Put(format!("a{:05}", j).into_bytes(), vec![b'L'; 600])
                     }
+                } else if i == drain {
+                    // What is left (a few leaves) goes at once.
+                    Op::Clear
                 } else {
                     Op::Put(format!("f{:05}", (i * 7) % fill.max(1)).into_bytes(), val(&mut rng, true))
                 }

@@ -1,6 +1,6 @@
 //! The store against a `BTreeMap` model: a million random operations
 //! (put, delete, get, contains, scans both ways, CAS, transactions, write
-//! batches), values from empty to 1 MiB, the pool filled to `PoolFull` and
+//! batches, now and then a clear), values from empty to 1 MiB, the pool filled to `PoolFull` and
 //! drained again; identical results, `check()` clean along the way, at the
 //! end and after a reopen.
 
@@ -94,6 +94,14 @@ fn a_million_operations_against_a_model() {
         let step = ops;
         if step % 150_000 == 0 {
             filling = true;
+        }
+        if step % 250_000 == 125_000 {
+            // Everything goes at once; the store then refills from empty.
+            assert_eq!(store.clear().unwrap(), model.len() as u64, "step {step}: keys cleared");
+            model.clear();
+            assert!(store.is_empty() && store.iter().next().is_none(), "step {step}: clear left keys");
+            assert_check(&store, &format!("step {step}, after clear"));
+            continue;
         }
         let r = rng.gen_range(0..100);
         if filling || r < 30 {

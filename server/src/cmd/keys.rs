@@ -19,9 +19,6 @@ use std::cmp::Ordering;
 use std::iter::Peekable;
 use std::ops::Bound;
 
-/// Keys deleted per commit by FLUSHDB.
-const FLUSH_CHUNK: usize = 1024;
-
 /// Run a keyspace command; `tx`: the transaction of the EXEC it is part
 /// of, whose writes it sees (and FLUSHDB/FLUSHALL joins).
 pub fn exec(cmd: Cmd, argv: &[&[u8]], shared: &Shared, tx: Option<&mut Tx<'_>>, out: &mut Out) {
@@ -230,19 +227,9 @@ fn flush_in(store: &Store, tx: &mut Tx<'_>, watch: &WatchTable) -> Result<(), Er
     Ok(())
 }
 
-/// Delete every key, a chunk per commit. Only the watchers of keys that
-/// existed see a change (as in Redis).
+/// Delete every key in one atomic step ([`Store::clear_with`]). Only the
+/// watchers of keys that existed see a change (as in Redis), and they see
+/// it before any key is gone.
 pub fn flush(store: &Store, watch: &WatchTable) -> Result<(), Error> {
-    loop {
-        let mut ops = Vec::with_capacity(FLUSH_CHUNK);
-        for kv in store.iter().take(FLUSH_CHUNK) {
-            let k = kv?.0;
-            watch.touch(&k);
-            ops.push((k, None));
-        }
-        if ops.is_empty() {
-            return Ok(());
-        }
-        store.write_batch(&ops)?;
-    }
+    store.clear_with(|k| watch.touch(k)).map(|_| ())
 }
