@@ -3,7 +3,7 @@
 //! The only file in the crate that talks to the kernel about files.
 
 use crate::error::OpenError;
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::{Mmap, MmapMut, MmapOptions};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -30,6 +30,8 @@ pub(crate) enum Mapping {
     Sync { ptr: NonNull<u8>, len: usize },
     /// Made by memmap2 (also used for anonymous memory).
     Mmap(MmapMut),
+    /// Made by memmap2 without write permission (`Region::open_read_only`).
+    ReadOnly(Mmap),
 }
 
 impl Mapping {
@@ -38,6 +40,8 @@ impl Mapping {
             #[cfg(target_os = "linux")]
             Mapping::Sync { ptr, .. } => *ptr,
             Mapping::Mmap(m) => NonNull::new(m.as_mut_ptr()).expect("mmap never returns null"),
+            // Never written through: `Region` refuses writes to it.
+            Mapping::ReadOnly(m) => NonNull::new(m.as_ptr().cast_mut()).expect("mmap never returns null"),
         }
     }
 
@@ -54,6 +58,8 @@ impl Mapping {
                 if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
             }
             Mapping::Mmap(m) => m.flush_range(off, len),
+            // Nothing was written.
+            Mapping::ReadOnly(_) => Ok(()),
         }
     }
 }
@@ -75,31 +81,37 @@ pub(crate) fn page_size() -> usize {
     if p > 0 { p as usize } else { 4096 }
 }
 
-/// Open (and if asked, create and size) the file, and take its lock.
+/// Open (and if asked, create and size) the file, and take its lock
+/// (shared if `read_only`, which also opens it without write access).
 /// Returns the file and its length in bytes.
 pub(crate) fn open_locked(
     path: &Path,
     create_size: Option<u64>,
     min_len: u64,
+    read_only: bool,
 ) -> Result<(File, u64, Medium), OpenError> {
     if path.is_dir() {
         return Err(OpenError::IsDirectory { path: path.to_path_buf() });
     }
-    let file =
-        OpenOptions::new().read(true).write(true).create(create_size.is_some()).truncate(false).open(path).map_err(
-            |e| match OpenError::io(path, "open", e) {
-                OpenError::NotFound { path } if create_size.is_some() => OpenError::NoDirectory { path },
-                e => e,
-            },
-        )?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .create(create_size.is_some() && !read_only)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| match OpenError::io(path, "open", e) {
+            OpenError::NotFound { path } if create_size.is_some() => OpenError::NoDirectory { path },
+            e => e,
+        })?;
     // A lock held a moment longer than its holder wanted is retried for up
     // to ~100 ms before the pool counts as in use: a process that forks
     // (any thread spawning a command) lends every open descriptor, and
     // with it the lock of a pool just closed, to the child until it execs.
     let mut tries = 0;
     loop {
+        let mode = if read_only { libc::LOCK_SH } else { libc::LOCK_EX };
         // SAFETY: flock on a descriptor we own; no memory is passed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) } == 0 {
             break;
         }
         let e = io::Error::last_os_error();
@@ -218,6 +230,15 @@ pub(crate) fn map_file(file: &File, len: u64, path: &Path) -> Result<(Mapping, b
     // other processes are kept out by the flock (advisory, as for any pool).
     let m = unsafe { MmapOptions::new().len(len).map_mut(file) }.map_err(|e| OpenError::io(path, "mmap", e))?;
     Ok((Mapping::Mmap(m), false))
+}
+
+/// Map `len` bytes of `file` shared and read-only.
+pub(crate) fn map_file_read_only(file: &File, len: u64, path: &Path) -> Result<Mapping, OpenError> {
+    // SAFETY: the file stays open and share-locked by us for the mapping's
+    // life: no daxkv process writes it meanwhile (the lock is advisory, as
+    // for any pool).
+    let m = unsafe { MmapOptions::new().len(len as usize).map(file) }.map_err(|e| OpenError::io(path, "mmap", e))?;
+    Ok(Mapping::ReadOnly(m))
 }
 
 /// Anonymous private memory of `len` bytes (volatile pools, tests, bench).

@@ -62,6 +62,9 @@ pub struct Region {
     /// The pages are memory (tmpfs, DAX, anonymous): touching them all
     /// costs no I/O.
     memory_pages: bool,
+    /// Mapped without write permission ([`Region::open_read_only`]): every
+    /// write panics instead of faulting.
+    read_only: bool,
 }
 
 // SAFETY: `base` points into `mapping`, owned by the region and unmapped only
@@ -119,11 +122,23 @@ fn choose(p: Persistence, medium: Medium, map_sync: bool) -> Result<(Backend, St
     })
 }
 
+/// What a region reports about its backend.
+fn persist_info(backend: Backend, reason: String, ops: &Ops, map_sync: bool) -> PersistInfo {
+    PersistInfo {
+        backend,
+        reason,
+        flush: ops.flush_instr,
+        copy: ops.copy_isa,
+        movnt_threshold: ops.threshold(),
+        map_sync,
+    }
+}
+
 impl Region {
     /// Open (or create, with `create_size`) the pool at `path`, lock it, map
     /// it and pick the persistence backend.
     pub fn open(path: &Path, opts: &RegionOptions) -> Result<Region, OpenError> {
-        let (file, len, medium) = map::open_locked(path, opts.create_size, opts.min_len.max(64))?;
+        let (file, len, medium) = map::open_locked(path, opts.create_size, opts.min_len.max(64), false)?;
         let (mut mapping, map_sync) = map::map_file(&file, len, path)?;
         let (backend, reason) = choose(opts.persist.persistence, medium, map_sync)?;
         let ops = Ops::build(backend, &opts.persist)?;
@@ -132,14 +147,7 @@ impl Region {
             Backend::Msync => Kind::Msync(DirtyPages::new(len, map::page_size())),
             _ => Kind::Table,
         };
-        let info = PersistInfo {
-            backend,
-            reason,
-            flush: ops.flush_instr,
-            copy: ops.copy_isa,
-            movnt_threshold: ops.threshold(),
-            map_sync,
-        };
+        let info = persist_info(backend, reason, &ops, map_sync);
         log::info!("{}: {}", path.display(), info);
         Ok(Region {
             base: mapping.base(),
@@ -151,6 +159,31 @@ impl Region {
             _file: Some(file),
             path: Some(path.to_path_buf()),
             memory_pages: map_sync || !matches!(medium, map::Medium::Other),
+            read_only: false,
+        })
+    }
+
+    /// Open the pool at `path` for reading only: the file is opened and
+    /// mapped without write access under a shared lock (a pool another
+    /// process holds open is `Locked`), with the `volatile` backend. Any
+    /// write through the region panics. For tools that must not change
+    /// what they read (salvage), also on read-only media.
+    pub fn open_read_only(path: &Path, min_len: u64) -> Result<Region, OpenError> {
+        let (file, len, medium) = map::open_locked(path, None, min_len.max(64), true)?;
+        let mut mapping = map::map_file_read_only(&file, len, path)?;
+        let ops = Ops::build(Backend::Volatile, &PersistOptions::default())?;
+        let info = persist_info(Backend::Volatile, "opened read-only".into(), &ops, false);
+        Ok(Region {
+            base: mapping.base(),
+            len: len as usize,
+            ops,
+            kind: Kind::Table,
+            info,
+            mapping,
+            _file: Some(file),
+            path: Some(path.to_path_buf()),
+            memory_pages: !matches!(medium, map::Medium::Other),
+            read_only: true,
         })
     }
 
@@ -169,14 +202,7 @@ impl Region {
         };
         let ops = Ops::build(backend, persist)?;
         let mut mapping = map::map_anon(len.max(64)).map_err(|e| OpenError::io(Path::new("<anonymous>"), "mmap", e))?;
-        let info = PersistInfo {
-            backend,
-            reason,
-            flush: ops.flush_instr,
-            copy: ops.copy_isa,
-            movnt_threshold: ops.threshold(),
-            map_sync: false,
-        };
+        let info = persist_info(backend, reason, &ops, false);
         Ok(Region {
             base: mapping.base(),
             len,
@@ -187,6 +213,7 @@ impl Region {
             _file: None,
             path: None,
             memory_pages: true,
+            read_only: false,
         })
     }
 
@@ -204,14 +231,7 @@ impl Region {
         unsafe { ptr::copy_nonoverlapping(image.as_ptr(), base.as_ptr(), image.len()) };
         let opts = PersistOptions::default();
         let ops = Ops::build(Backend::Sim, &opts).expect("sim ops");
-        let info = PersistInfo {
-            backend: Backend::Sim,
-            reason: "crash simulator".into(),
-            flush: ops.flush_instr,
-            copy: ops.copy_isa,
-            movnt_threshold: ops.threshold(),
-            map_sync: false,
-        };
+        let info = persist_info(Backend::Sim, "crash simulator".into(), &ops, false);
         Region {
             base,
             len: image.len(),
@@ -222,6 +242,7 @@ impl Region {
             _file: None,
             path: None,
             memory_pages: false,
+            read_only: false,
         }
     }
 
@@ -256,7 +277,7 @@ impl Region {
     /// `posix_fallocate` at creation: this costs time (about 0.2 s per GiB
     /// here), not memory.
     pub fn prefault(&self) -> std::io::Result<bool> {
-        if !self.memory_pages || !matches!(self.kind, Kind::Table) || self.len == 0 {
+        if !self.memory_pages || !matches!(self.kind, Kind::Table) || self.len == 0 || self.read_only {
             return Ok(false);
         }
         #[cfg(target_os = "linux")]
@@ -300,6 +321,14 @@ impl Region {
         // SAFETY: off + len <= self.len, checked above, so the pointer stays
         // inside the mapping.
         unsafe { self.base.as_ptr().add(off as usize) }
+    }
+
+    /// [`Region::at`] for a write.
+    #[inline]
+    #[track_caller]
+    fn at_mut(&self, off: u64, len: usize) -> *mut u8 {
+        assert!(!self.read_only, "write to a region opened read-only");
+        self.at(off, len)
     }
 
     #[inline]
@@ -434,7 +463,7 @@ impl Region {
     #[inline]
     #[track_caller]
     pub fn write(&self, off: u64, src: &[u8]) {
-        let p = self.at(off, src.len());
+        let p = self.at_mut(off, src.len());
         // SAFETY: in-bounds destination, distinct source; no concurrent
         // access of this range (type docs).
         unsafe { ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) };
@@ -457,6 +486,7 @@ impl Region {
     #[inline]
     #[track_caller]
     pub fn store_u64(&self, off: u64, v: u64) {
+        assert!(!self.read_only, "write to a region opened read-only");
         self.atomic(off).store(v.to_le(), Ordering::Release);
         #[cfg(feature = "sim")]
         if let Kind::Sim(s) = &self.kind {
@@ -469,6 +499,7 @@ impl Region {
     #[inline]
     #[track_caller]
     pub fn compare_exchange_u64(&self, off: u64, current: u64, new: u64) -> Result<u64, u64> {
+        assert!(!self.read_only, "write to a region opened read-only");
         let r = self
             .atomic(off)
             .compare_exchange(current.to_le(), new.to_le(), Ordering::AcqRel, Ordering::Acquire)
@@ -504,7 +535,7 @@ impl Region {
     #[inline]
     #[track_caller]
     fn copy_with(&self, off: u64, src: &[u8], lines: bool) {
-        let p = self.at(off, src.len());
+        let p = self.at_mut(off, src.len());
         // SAFETY: in-bounds destination in our mapping, distinct source.
         unsafe {
             if lines {
@@ -527,7 +558,7 @@ impl Region {
     #[inline]
     #[track_caller]
     pub fn set_nodrain(&self, off: u64, byte: u8, len: usize) {
-        let p = self.at(off, len);
+        let p = self.at_mut(off, len);
         // SAFETY: in-bounds destination in our mapping.
         unsafe { self.ops.set_nodrain(p, byte, len) };
         match &self.kind {

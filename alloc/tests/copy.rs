@@ -3,7 +3,7 @@
 //! random lengths up to 8 MiB, for each backend and each copy path this CPU
 //! can run (each path forced in turn).
 
-use daxkv_alloc::{Backend, CopyIsa, FlushInstr, PersistOptions, Region, RegionOptions, available_flushes};
+use daxkv_alloc::{Backend, CopyIsa, FlushInstr, OpenError, PersistOptions, Region, RegionOptions, available_flushes};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const BIG: usize = 8 << 20;
@@ -199,4 +199,46 @@ fn threshold_override() {
             }
         }
     }
+}
+
+/// A region opened read-only reads what is in the file, refuses every
+/// write with a panic (the file is unchanged), shares its lock with other
+/// readers and is refused while a writer holds the pool.
+#[test]
+fn read_only_region() {
+    let dir = std::env::temp_dir().join(format!("daxkv-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ro.pool");
+    let bytes: Vec<u8> = (0..16384u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let r = Region::open_read_only(&path, 4096).unwrap();
+    assert_eq!(r.len(), 16384);
+    assert_eq!(r.read_u64(8), u64::from_le_bytes(bytes[8..16].try_into().unwrap()));
+    assert_eq!(r.load_u64(64), u64::from_le_bytes(bytes[64..72].try_into().unwrap()));
+    type Write = fn(&Region);
+    let writes: [(&str, Write); 5] = [
+        ("write", |r| r.write(0, b"x")),
+        ("store_u64", |r| r.store_u64(0, 1)),
+        ("compare_exchange_u64", |r| {
+            let _ = r.compare_exchange_u64(0, 0, 1);
+        }),
+        ("copy_nodrain", |r| r.copy_nodrain(0, &[1; 512])),
+        ("set_nodrain", |r| r.set_nodrain(0, 1, 64)),
+    ];
+    for (what, w) in &writes {
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w(&r)));
+        assert!(out.is_err(), "{what} on a read-only region did not panic");
+    }
+    let again = Region::open_read_only(&path, 4096).expect("readers share the lock");
+    let rw = RegionOptions { persist: PersistOptions::default(), create_size: None, min_len: 4096 };
+    assert!(matches!(Region::open(&path, &rw), Err(OpenError::Locked { .. })), "a writer got in beside readers");
+    drop((r, again));
+    let w = Region::open(&path, &rw).unwrap();
+    assert!(
+        matches!(Region::open_read_only(&path, 4096), Err(OpenError::Locked { .. })),
+        "a reader got in beside a writer"
+    );
+    drop(w);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

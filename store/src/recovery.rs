@@ -68,7 +68,7 @@ pub(crate) fn open(region: Arc<Region>, path: &Path, verify: bool) -> Result<Sto
     for e in &entries {
         for op in &e.ops {
             let (off, v) = decode_set(op).ok_or_else(|| corrupt(e.offset, "unknown log operation"))?;
-            if !off.is_multiple_of(8) || off < sb.heap_off || off + 8 > sb.heap_off + sb.heap_len {
+            if !off.is_multiple_of(8) || !in_heap(&sb, off, 8) {
                 return Err(corrupt(e.offset, format!("log entry {} writes outside the heap ({off})", e.seq)));
             }
             region.store_u64(off, v);

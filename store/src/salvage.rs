@@ -15,8 +15,8 @@ use crate::error::PoolError;
 use crate::format::{self, HEADER_BYTES};
 use crate::leaf::{self, LEAF_BYTES, REC_HEADER, SLOTS, UNVERIFIED};
 use crate::recovery::{decode_set, in_heap, load_snapshot};
-use daxkv_alloc::{Backend, PersistOptions, Persistence, Region, RegionOptions};
-use daxkv_log::Log;
+use daxkv_alloc::Region;
+use daxkv_log::{Found, Log};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -42,8 +42,10 @@ pub struct SalvageReport {
 }
 
 impl SalvageReport {
-    /// Whether no damage was met: every pair the pool holds was handed
-    /// over.
+    /// Whether no damage was met. Damage that leaves a pool looking
+    /// consistent cannot be seen: a bitmap bit cleared, or, in a pool left
+    /// by a crash, a chain cut short (after a clean close the key count
+    /// saved then catches both).
     pub fn is_complete(&self) -> bool {
         self.problems.is_empty()
     }
@@ -60,6 +62,24 @@ pub enum SalvageError {
     /// The callback failed (writing the pairs out).
     #[error("writing the salvaged pairs: {0}")]
     Output(#[source] std::io::Error),
+}
+
+/// Whether some 8-byte word of the record at `rec` (in the heap) is all
+/// zeros where the record is, as a torn one-drain insert leaves it: its
+/// block was zero on media, and only whole aligned words are sure to have
+/// reached it or not. (A record of mostly zero bytes looks torn too.)
+fn looks_torn(r: &Region, rec: u64) -> bool {
+    let len = leaf::record_lens(r, rec).map_or(REC_HEADER, |(k, v)| REC_HEADER + (k + v) as u64);
+    let end = rec + len;
+    let mut at = rec;
+    while at < end {
+        let to = ((at / 8 + 1) * 8).min(end);
+        if r.bytes(at, (to - at) as usize).iter().all(|&b| b == 0) {
+            return true;
+        }
+        at = to;
+    }
+    false
 }
 
 /// Why a live slot's record is not handed over.
@@ -83,16 +103,15 @@ impl Fault {
 
 /// Hand every intact pair of the pool at `path` to `each`, in key order
 /// (unless the damage put leaves out of order, which the report says),
-/// and report what was left out and why. Nothing is written to the pool,
-/// which stays locked meanwhile, as an open store would keep it.
+/// and report what was left out and why. The pool is opened and mapped
+/// read-only (so read-only media do), under a shared lock: a pool a store
+/// holds open is refused as locked.
 pub fn salvage(
     path: impl AsRef<Path>,
     each: impl FnMut(&[u8], &[u8]) -> std::io::Result<()>,
 ) -> Result<SalvageReport, SalvageError> {
     let path = path.as_ref();
-    let persist = PersistOptions { persistence: Persistence::Force(Backend::Volatile), ..PersistOptions::default() };
-    let ro = RegionOptions { persist, create_size: None, min_len: HEADER_BYTES };
-    let region = Region::open(path, &ro).map_err(PoolError::from)?;
+    let region = Region::open_read_only(path, HEADER_BYTES).map_err(PoolError::from)?;
     salvage_region(&region, path, each)
 }
 
@@ -113,6 +132,21 @@ pub fn salvage_region(
     let mut overlay: BTreeMap<u64, u64> = BTreeMap::new();
     match Log::scan(r, sb.log_off, sb.log_len) {
         Ok(entries) => {
+            if let Some((slot, fault)) = entries.damaged_slot() {
+                rep.notes.push(format!("log checkpoint slot {slot} is torn or damaged ({fault}); read the other"));
+            }
+            let end = *entries.end();
+            match end.found {
+                Found::BadOps => rep.problems.push(format!(
+                    "log entry {} at {} passes its checksum but its operations do not parse: it and any later entries left out",
+                    end.next_seq, end.offset
+                )),
+                f if !f.is_clean() => rep.notes.push(format!(
+                    "the log ends at entry {} with {f:?}: a commit cut short by a crash (never acknowledged), or damage",
+                    end.next_seq
+                )),
+                _ => {}
+            }
             for e in entries {
                 let ops: Option<Vec<(u64, u64)>> = e
                     .ops
@@ -155,14 +189,14 @@ pub fn salvage_region(
                 .iter()
                 .flatten()
                 .rev()
-                .filter(|l| last.as_deref().is_none_or(|k| *l.sep > *k) && leaf_ok(l.off) && !seen.contains(&l.off))
+                .filter(|l| leaf_ok(l.off) && !seen.contains(&l.off))
                 .map(|l| l.off)
                 .collect();
             let after = rep.leaves;
             match broken {
                 Some(why) if snapshot.is_some() => rep.problems.push(format!(
                     "leaf chain broken after {after} leaves: next leaf {cur} {why}; \
-                     continuing with the {} leaves of the index saved at the last clean close beyond it",
+                     continuing with the {} leaves of the index saved at the last clean close not read yet",
                     q.len()
                 )),
                 Some(why) => rep.problems.push(format!(
@@ -191,6 +225,7 @@ pub fn salvage_region(
         let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         rep.leaves += 1;
         let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(SLOTS);
+        let mut unfinished: Vec<usize> = Vec::new();
         for i in leaf::live(word(0)) {
             let slot = word(80 + 8 * i);
             let rec = slot & !UNVERIFIED;
@@ -205,15 +240,32 @@ pub fn salvage_region(
                     None => Some(Fault::Checksum),
                 }
             };
+            // What a one-drain insert cut short by a crash leaves (see
+            // `Store::put_locked`): a zero slot, or a flagged slot naming a
+            // record some of whose words never reached media (its block was
+            // zero there). Never acknowledged, so not damage.
+            let cut_short = match fault {
+                Some(Fault::Empty) => true,
+                Some(Fault::Lengths | Fault::Checksum) => slot & UNVERIFIED != 0 && looks_torn(r, rec),
+                _ => false,
+            };
             match fault {
                 None => pairs.push((leaf::record_key(r, rec), leaf::record_value(r, rec))),
-                // A one-drain insert cut short by the crash (see
-                // `Store::put_locked`): never acknowledged.
-                Some(Fault::Empty) => rep.unfinished += 1,
-                Some(Fault::Lengths | Fault::Checksum) if slot & UNVERIFIED != 0 => rep.unfinished += 1,
+                Some(_) if cut_short => unfinished.push(i),
                 Some(f) => rep.problems.push(format!("leaf {cur} slot {i}: record at {rec} {}; left out", f.what())),
             }
         }
+        // A leaf stays locked until its insert is durable, so a crash cuts
+        // short at most one insert per leaf, and none before a clean close.
+        if sb.clean || unfinished.len() > 1 {
+            for i in unfinished.drain(..) {
+                rep.problems.push(format!(
+                    "leaf {cur} slot {i}: record missing or torn{}; left out",
+                    if sb.clean { " in a pool closed cleanly" } else { " (more than one in the leaf)" }
+                ));
+            }
+        }
+        rep.unfinished += unfinished.len() as u64;
         pairs.sort_unstable();
         pairs.dedup_by(|b, a| {
             let dup = a.0 == b.0;
