@@ -170,8 +170,8 @@ pub fn salvage_region(
     let mut seen = HashSet::new();
     let mut last: Option<Vec<u8>> = None;
     let mut cur = sb.head_leaf;
-    // Once the chain ends (or breaks): the saved index's leaves it did not
-    // reach, beyond the last key read.
+    // Once the chain ends (or breaks): the leaves of the saved index that
+    // it did not reach.
     let mut rest: Option<Vec<u64>> = None;
     loop {
         if let Some(q) = &mut rest {
