@@ -241,6 +241,18 @@ fn damaged(e: &PoolError) -> bool {
     matches!(e, PoolError::Corrupt { .. } | PoolError::Damaged { .. } | PoolError::Heap(_) | PoolError::Log(_))
 }
 
+/// Refuse an output file that is the pool itself (creating it would
+/// truncate the pool before a byte of it is read).
+fn not_the_pool(file: &Path, pool: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(file), std::fs::metadata(pool)) {
+        (Ok(f), Ok(p)) if f.dev() == p.dev() && f.ino() == p.ino() => {
+            Err(format!("{}: the output file is the pool itself", file.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Non-printable bytes as \xHH, for one-line output.
 fn escape(b: &[u8]) -> String {
     let mut s = String::new();
@@ -458,6 +470,7 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Dump { path, file } => {
+            not_the_pool(&file, &path)?;
             let s = open(&path)?;
             let n = if file.as_os_str() == "-" {
                 daxkv_server::dump::dump(&s, &mut std::io::BufWriter::new(std::io::stdout().lock()))
@@ -473,6 +486,7 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Salvage { path, file } => {
+            not_the_pool(&file, &path)?;
             let write = |w: &mut dyn Write| -> Result<(daxkv::SalvageReport, u64), String> {
                 let mut out = daxkv_server::dump::Writer::new(w).map_err(|e| format!("salvage: {e}"))?;
                 let rep = daxkv::salvage(&path, |k, v| out.push(k, v)).map_err(|e| match e {

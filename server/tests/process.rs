@@ -200,6 +200,13 @@ fn salvage_copies_out_a_pool_that_open_refuses() {
         s.put(format!("key{i:03}").as_bytes(), format!("value {i}").as_bytes()).unwrap();
     }
     s.abandon();
+    // Writing the output over the pool itself is refused before anything
+    // is truncated.
+    let before = std::fs::read(&pool).unwrap();
+    for cmd in ["salvage", "dump"] {
+        assert_eq!(status(&[cmd, ps, ps]), 2, "{cmd} onto the pool");
+        assert!(std::fs::read(&pool).unwrap() == before, "{cmd} onto the pool changed it");
+    }
     // Sound, salvage hands over everything and exits 0.
     assert_eq!(status(&["salvage", ps, ds]), 0);
     assert!(cli(&["load", cs, ds, "--size", "8M"]).0);
