@@ -234,9 +234,9 @@ pub(crate) fn map_file(file: &File, len: u64, path: &Path) -> Result<(Mapping, b
 
 /// Map `len` bytes of `file` shared and read-only.
 pub(crate) fn map_file_read_only(file: &File, len: u64, path: &Path) -> Result<Mapping, OpenError> {
+    // The lock is advisory, as for any pool.
     // SAFETY: the file stays open and share-locked by us for the mapping's
-    // life: no daxkv process writes it meanwhile (the lock is advisory, as
-    // for any pool).
+    // life, so no daxkv process writes it meanwhile.
     let m = unsafe { MmapOptions::new().len(len as usize).map(file) }.map_err(|e| OpenError::io(path, "mmap", e))?;
     Ok(Mapping::ReadOnly(m))
 }

@@ -208,7 +208,11 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
                 // followed by a put whose record is leaf-sized, so a leaf
                 // unlinked by a delete is reused at once; then refill.
                 let (fill, drain) = (n * 3 / 10, n * 8 / 10);
-                if i < fill {
+                if i == 10 {
+                    // A clear of a store whose only leaf is the head: its
+                    // bitmap alone is the publish.
+                    Op::Clear
+                } else if i < fill {
                     Op::Put(format!("f{:05}", i).into_bytes(), val(&mut rng, true))
                 } else if i < drain {
                     let j = (i - fill) / 2;
