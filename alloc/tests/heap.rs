@@ -289,6 +289,36 @@ fn recovery_from_a_reachable_set() {
     assert!(Heap::recover(r.clone(), 0, r.len(), [u64::MAX]).is_err());
 }
 
+/// Recovery reads the descriptors of a slab once, when it meets the slab's
+/// first reachable block; it checks every page of it then, so damage on a
+/// page no reachable block lies in is found too.
+#[test]
+fn recovery_checks_every_page_of_a_reachable_slab() {
+    let r = region(16 << 20);
+    let heap = Heap::format(r.clone(), 0, r.len()).unwrap();
+    let keep: Vec<u64> = (0..20).map(|_| heap.alloc(100).unwrap()).collect();
+    drop(heap);
+    // Heap header: magic, pages, descriptor table, bitmaps, first page.
+    let (desc_off, pages_off) = (r.read_u64(16), r.read_u64(32));
+    let page = (keep[0] - pages_off) / 4096;
+    let d = r.read_u64(desc_off + page * 8);
+    let head = if d & 0xff == 1 { page } else { page - (d >> 16) };
+    // All twenty blocks share one slab, in its first page.
+    assert!(keep.iter().all(|&o| (o - pages_off) / 4096 == head), "{keep:?}");
+    assert!(Heap::recover(r.clone(), 0, r.len(), keep.iter().copied()).is_ok());
+    let at = desc_off + (head + 9) * 8;
+    let good = r.read_u64(at);
+    assert_eq!(good, 3 | 9 << 16, "a continuation page names its distance from the head");
+    for bad in [0, good ^ 1 << 16, good ^ 1, 2 | 1 << 16] {
+        r.store_u64(at, bad);
+        let e = Heap::recover(r.clone(), 0, r.len(), keep.iter().copied()).unwrap_err();
+        assert!(e.to_string().contains("misdescribed"), "{bad:#x}: {e}");
+    }
+    r.store_u64(at, good);
+    let heap = Heap::recover(r.clone(), 0, r.len(), keep.iter().copied()).unwrap();
+    assert_eq!(heap.audit(keep.iter().copied()).unwrap(), keep.len() as u64);
+}
+
 #[test]
 fn foreign_area_is_rejected() {
     let r = region(4 << 20);

@@ -111,6 +111,16 @@ pub(crate) fn prefetch_record(r: &Region, rec: u64) {
     r.prefetch_range(rec, 128);
 }
 
+/// Start the cache misses of what recovery reads of the record in slot
+/// word `word`: the header and key, or the whole record (to its first two
+/// lines) when its checksum must be checked. Fewer lines in flight let
+/// more records' misses overlap.
+#[inline]
+pub(crate) fn prefetch_for_recovery(r: &Region, word: u64) {
+    let len = if word & UNVERIFIED != 0 { 128 } else { REC_HEADER + 20 };
+    r.prefetch_range(word & !UNVERIFIED, len);
+}
+
 /// The eight fingerprint words.
 #[inline]
 pub(crate) fn fingerprints(r: &Region, leaf: u64) -> [u8; SLOTS] {

@@ -79,8 +79,7 @@ pub(crate) fn open(region: Arc<Region>, path: &Path, verify: bool) -> Result<Sto
     if let Some(seq) = last {
         log.checkpoint(seq)?;
     }
-    let walk = walk(&region, &sb)?;
-    let heap = Heap::recover(region.clone(), sb.heap_off, sb.heap_len, walk.reachable.iter().copied())?;
+    let (walk, heap) = walk(&region, &sb)?;
     let index = Index::build(walk.leaves);
     sb.recoveries = sb.recoveries.saturating_add(1);
     sb.clean = false;
@@ -116,7 +115,6 @@ fn verified(store: Store, path: &Path, also_live: &[u64]) -> Result<Store, PoolE
 
 struct Walk {
     leaves: Vec<Arc<LeafRef>>,
-    reachable: Vec<u64>,
     keys: u64,
     bytes: u64,
     /// Live slots whose record was not whole (inserts cut short).
@@ -127,46 +125,173 @@ pub(crate) fn in_heap(sb: &Superblock, off: u64, len: u64) -> bool {
     off >= sb.heap_off && off.checked_add(len).is_some_and(|e| e <= sb.heap_off + sb.heap_len)
 }
 
-/// Follow the leaf chain from the head; unlink empty leaves (other than
-/// the head) on the way.
-fn walk(r: &Region, sb: &Superblock) -> Result<Walk, PoolError> {
-    let mut w = Walk { leaves: Vec::new(), reachable: Vec::new(), keys: 0, bytes: 0, dropped: 0 };
+/// Follow the leaf chain from the head, check every live record, drop
+/// inserts cut short and unlink empty leaves (other than the head); and
+/// rebuild the heap from what the leaves reach.
+///
+/// The chain comes first (one pointer chase over header lines). Then the
+/// records, read-only and split over threads: a million record headers in
+/// random places were most of the recovery time. The heap is rebuilt on
+/// its own thread meanwhile, from the blocks the scans send it. The
+/// repairs come last, in chain order, and only when nothing was found
+/// damaged.
+fn walk(region: &Arc<Region>, sb: &Superblock) -> Result<(Walk, Heap), PoolError> {
+    let r: &Region = region;
+    let chain = chain(r, sb)?;
+    let recover =
+        |blocks: &mut dyn Iterator<Item = u64>| Heap::recover(region.clone(), sb.heap_off, sb.heap_len, blocks);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let threads = threads.min(chain.len() / MIN_LEAVES_PER_THREAD);
+    let (parts, heap) = if threads < 2 {
+        let mut blocks = Vec::new();
+        let part = scan(r, sb, &chain, &mut |b| blocks.push(b))?;
+        (Ok(vec![part]), recover(&mut blocks.into_iter().flatten()))
+    } else {
+        let per = chain.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u64>>();
+            let heap = s.spawn(move || recover(&mut rx.into_iter().flatten()));
+            let mut runs = chain.chunks(per);
+            let first = runs.next().unwrap_or(&[]);
+            let others: Vec<_> = runs
+                .map(|run| {
+                    let tx = tx.clone();
+                    // A send fails only when the heap thread stopped at
+                    // damage, which it reports.
+                    s.spawn(move || scan(r, sb, run, &mut |b| drop(tx.send(b))))
+                })
+                .collect();
+            let mut parts = vec![scan(r, sb, first, &mut |b| drop(tx.send(b)))];
+            drop(tx);
+            parts.extend(others.into_iter().map(joined));
+            (parts.into_iter().collect(), joined(heap))
+        })
+    };
+    // Damage the scans met comes first, as it would in one pass.
+    let parts: Vec<Part> = parts?;
+    let heap = heap?;
+    let mut w = Walk { leaves: Vec::new(), keys: 0, bytes: 0, dropped: 0 };
     // Whether a bitmap or fingerprint was repaired (drained once, at the end).
     let mut dirty = false;
-    let mut seen = HashSet::new();
     let mut prev: Option<u64> = None;
+    for (n, l) in parts.iter().flat_map(|p| &p.leaves).enumerate() {
+        for &(i, fp) in &l.fixes {
+            leaf::set_fingerprint(r, l.off, i, fp);
+            dirty = true;
+        }
+        if l.kept != l.bits {
+            leaf::publish_bitmap(r, l.off, l.kept);
+            dirty = true;
+        }
+        if l.kept == 0 && l.off != sb.head_leaf {
+            // Empty (left by an unlink that did not happen, or emptied by
+            // the repair): unlink it from its predecessor.
+            let next = chain.get(n + 1).copied().unwrap_or(0);
+            leaf::publish_next(r, prev.expect("not the head"), next);
+            r.drain()?;
+            continue;
+        }
+        w.leaves.push(LeafRef::new(l.off, l.sep.clone()));
+        prev = Some(l.off);
+    }
+    if dirty {
+        r.drain()?;
+    }
+    for p in &parts {
+        w.keys += p.keys;
+        w.bytes += p.bytes;
+        w.dropped += p.dropped;
+    }
+    for pair in w.leaves.windows(2) {
+        if pair[1].sep <= pair[0].sep {
+            return Err(corrupt(pair[1].off, "leaves out of key order"));
+        }
+    }
+    Ok((w, heap))
+}
+
+/// A scoped thread's result; its panic goes on in the caller.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// The leaves of the chain from the head, in order.
+fn chain(r: &Region, sb: &Superblock) -> Result<Vec<u64>, PoolError> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
     let mut cur = sb.head_leaf;
     while cur != 0 {
         if !in_heap(sb, cur, LEAF_BYTES as u64) || !cur.is_multiple_of(8) {
-            return Err(corrupt(prev.map_or(72, leaf::next_off), format!("leaf pointer {cur} outside the heap")));
+            let from = out.last().map_or(72, |&l| leaf::next_off(l));
+            return Err(corrupt(from, format!("leaf pointer {cur} outside the heap")));
         }
         if !seen.insert(cur) {
             return Err(corrupt(cur, "the leaf chain loops"));
         }
+        out.push(cur);
+        cur = leaf::next(r, cur);
+    }
+    Ok(out)
+}
+
+/// What the record pass found in one leaf.
+struct Scanned {
+    off: u64,
+    bits: u64,
+    /// `bits` without the slots whose inserts were cut short.
+    kept: u64,
+    /// Fingerprints to repair: (slot, fingerprint).
+    fixes: Vec<(usize, u8)>,
+    /// The leaf's separator: the least key kept (empty for the head),
+    /// copied while it is in cache.
+    sep: Arc<[u8]>,
+}
+
+/// What the record pass found in a run of leaves.
+struct Part {
+    leaves: Vec<Scanned>,
+    keys: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+/// Leaves per thread below which one thread does all the work.
+const MIN_LEAVES_PER_THREAD: usize = 512;
+
+/// Leaves whose blocks go to the heap together.
+const LEAVES_PER_BATCH: usize = 64;
+
+/// Check the live records of `run` (read-only).
+fn scan(r: &Region, sb: &Superblock, run: &[u64], emit: &mut dyn FnMut(Vec<u64>)) -> Result<Part, PoolError> {
+    let mut p = Part { leaves: Vec::with_capacity(run.len()), keys: 0, bytes: 0, dropped: 0 };
+    // Blocks reachable from the leaves scanned since the last batch.
+    let mut batch = Vec::new();
+    // Two leaves ahead, start the leaf's misses; one ahead, its records'
+    // (its slots arrived meanwhile). Taking those misses one by one was
+    // most of the recovery time.
+    let ahead = |n: usize| {
+        if let Some(&l) = run.get(n + 2) {
+            leaf::prefetch(r, l);
+        }
+        if let Some(&l) = run.get(n + 1) {
+            for i in leaf::live(leaf::bitmap(r, l)) {
+                leaf::prefetch_for_recovery(r, leaf::slot_word(r, l, i));
+            }
+        }
+    };
+    for &l in run.iter().take(2) {
+        leaf::prefetch(r, l);
+    }
+    if let Some(&l) = run.first() {
+        for i in leaf::live(leaf::bitmap(r, l)) {
+            leaf::prefetch_for_recovery(r, leaf::slot_word(r, l, i));
+        }
+    }
+    for (n, &cur) in run.iter().enumerate() {
+        ahead(n);
         let bits = leaf::bitmap(r, cur);
-        let next = leaf::next(r, cur);
-        // Unlink an empty leaf (not the head) from its predecessor.
-        let unlink = |prev: Option<u64>| -> Result<u64, PoolError> {
-            leaf::publish_next(r, prev.expect("not the head"), next);
-            r.drain()?;
-            Ok(next)
-        };
-        if bits == 0 && cur != sb.head_leaf {
-            // Left by an unlink that did not happen.
-            cur = unlink(prev)?;
-            continue;
-        }
-        // Start this leaf's record misses and the next leaf's at once:
-        // the walk reads every record header, and taking those misses one
-        // by one was most of the recovery time.
-        if in_heap(sb, next, LEAF_BYTES as u64) {
-            leaf::prefetch(r, next);
-        }
-        for i in leaf::live(bits) {
-            leaf::prefetch_record(r, leaf::slot(r, cur, i));
-        }
+        let mut s = Scanned { off: cur, bits, kept: bits, fixes: Vec::new(), sep: Arc::from(&b""[..]) };
         let mut min: Option<&[u8]> = None;
-        let mut kept = bits;
         let fps = leaf::fingerprints(r, cur);
         for i in leaf::live(bits) {
             let word = leaf::slot_word(r, cur, i);
@@ -174,8 +299,8 @@ fn walk(r: &Region, sb: &Superblock) -> Result<Walk, PoolError> {
             if rec == 0 {
                 // A one-drain insert whose bitmap reached media before its
                 // slot did (see `Store::put_locked`): never acknowledged.
-                kept &= !(1 << i);
-                w.dropped += 1;
+                s.kept &= !(1 << i);
+                p.dropped += 1;
                 continue;
             }
             if !in_heap(sb, rec, leaf::REC_HEADER) {
@@ -191,14 +316,13 @@ fn walk(r: &Region, sb: &Superblock) -> Result<Walk, PoolError> {
                 // whole is one cut short (its lengths may be anything, so
                 // they are checked first), never acknowledged.
                 let Some((k, v, h)) = lens.and_then(|_| leaf::record_intact(r, rec)) else {
-                    kept &= !(1 << i);
-                    w.dropped += 1;
+                    s.kept &= !(1 << i);
+                    p.dropped += 1;
                     continue;
                 };
                 // Its fingerprint byte may not have reached media either.
                 if fps[i] != leaf::fingerprint_of(h) {
-                    leaf::set_fingerprint(r, cur, i, leaf::fingerprint_of(h));
-                    dirty = true;
+                    s.fixes.push((i, leaf::fingerprint_of(h)));
                 }
                 (k, v)
             } else {
@@ -210,34 +334,23 @@ fn walk(r: &Region, sb: &Superblock) -> Result<Walk, PoolError> {
             if min.is_none_or(|m| key < m) {
                 min = Some(key);
             }
-            w.reachable.push(rec);
-            w.keys += 1;
-            w.bytes += (k + v) as u64;
+            batch.push(rec);
+            p.keys += 1;
+            p.bytes += (k + v) as u64;
         }
-        if kept != bits {
-            leaf::publish_bitmap(r, cur, kept);
-            dirty = true;
-            if kept == 0 && cur != sb.head_leaf {
-                // Emptied by the repair.
-                cur = unlink(prev)?;
-                continue;
-            }
+        if s.kept != 0 || cur == sb.head_leaf {
+            batch.push(cur);
         }
-        let sep: Arc<[u8]> = if cur == sb.head_leaf { Arc::from(&b""[..]) } else { Arc::from(min.unwrap_or(b"")) };
-        w.leaves.push(LeafRef::new(cur, sep));
-        w.reachable.push(cur);
-        prev = Some(cur);
-        cur = next;
-    }
-    if dirty {
-        r.drain()?;
-    }
-    for pair in w.leaves.windows(2) {
-        if pair[1].sep <= pair[0].sep {
-            return Err(corrupt(pair[1].off, "leaves out of key order"));
+        if cur != sb.head_leaf {
+            s.sep = Arc::from(min.unwrap_or(b""));
+        }
+        p.leaves.push(s);
+        if (n + 1) % LEAVES_PER_BATCH == 0 {
+            emit(std::mem::take(&mut batch));
         }
     }
-    Ok(w)
+    emit(batch);
+    Ok(p)
 }
 
 /// Try the clean path; `None` if the saved index is unusable (then the

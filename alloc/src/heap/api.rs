@@ -147,6 +147,16 @@ fn corrupt(offset: u64, why: impl Into<String>) -> HeapError {
     HeapError::Corrupt { offset, why: why.into() }
 }
 
+/// Recovery's note on a page of a slab met: where the slab's bitmap starts
+/// (40 bits), its class and the page's place in the slab; never zero.
+fn pack_page_slab(base: usize, class: usize, k: u64) -> u64 {
+    1 << 63 | (k << 48) | ((class as u64) << 40) | base as u64
+}
+
+fn unpack_page_slab(v: u64) -> (usize, usize, u64) {
+    ((v & ((1 << 40) - 1)) as usize, ((v >> 40) & 0xff) as usize, (v >> 48) & 0x7fff)
+}
+
 impl Heap {
     /// Bytes of heap (allocatable pages) an area of `area_len` bytes yields.
     pub fn capacity_for(area_len: u64) -> u64 {
@@ -303,46 +313,90 @@ impl Heap {
             }
             Ok(())
         };
+        // The slabs met so far and their live blocks, built here and
+        // installed once at the end. Per page of a slab met: its class,
+        // its place in the slab and where the slab's bitmap starts in
+        // `words`, so that a block costs two reads in random places, not
+        // five (two descriptors, a map, the slab, its bitmap).
+        let mut page_slab: Vec<u64> = vec![0; layout.pages as usize];
+        let mut words: Vec<u64> = Vec::new();
+        let mut slabs: Vec<(u64, usize, usize)> = Vec::new();
         for off in reachable {
             let page = layout.page_of(off).ok_or_else(|| corrupt(off, "reachable offset outside the heap"))?;
-            let d = h.read_desc(page);
-            match desc_tag(d) {
-                TAG_LARGE => {
-                    let n = desc_count(d);
-                    if off != layout.page_off(page) || n == 0 || page + n > layout.pages {
-                        return Err(corrupt(off, format!("not the start of an extent (descriptor {d:#x})")));
-                    }
-                    claim(page, n, off)?;
-                    sh.info[page as usize].store(desc(TAG_LARGE, 0, n), Ordering::Relaxed);
-                    sh.large_pages.fetch_add(n, Ordering::Relaxed);
-                }
-                TAG_SLAB | TAG_CONT => {
-                    let head = if desc_tag(d) == TAG_SLAB { page } else { page.wrapping_sub(desc_count(d)) };
-                    let hd = if head < layout.pages { h.read_desc(head) } else { 0 };
-                    if desc_tag(hd) != TAG_SLAB || desc_class(hd) >= NCLASSES || head + SLAB_PAGES > layout.pages {
-                        return Err(corrupt(off, format!("no slab head for page {page} (descriptor {d:#x})")));
-                    }
-                    let c = desc_class(hd);
-                    let size = CLASS_SIZES[c] as u64;
-                    let rel = off - layout.page_off(head);
-                    if !rel.is_multiple_of(size) || rel / size >= blocks_per_slab(c) as u64 {
-                        return Err(corrupt(off, format!("not a block boundary of a {size}-byte slab")));
-                    }
-                    if sh.info[head as usize].load(Ordering::Relaxed) == 0 {
-                        claim(head, SLAB_PAGES, off)?;
-                        sh.classes[c].install(head, []);
-                        for q in head..head + SLAB_PAGES {
-                            sh.info[q as usize].store(desc(TAG_SLAB, c as u64, head), Ordering::Relaxed);
+            let known = page_slab[page as usize];
+            let (head, c, base) = if known != 0 {
+                let (base, c, k) = unpack_page_slab(known);
+                (page - k, c, base)
+            } else {
+                let d = h.read_desc(page);
+                match desc_tag(d) {
+                    TAG_LARGE => {
+                        let n = desc_count(d);
+                        if off != layout.page_off(page) || n == 0 || page + n > layout.pages {
+                            return Err(corrupt(off, format!("not the start of an extent (descriptor {d:#x})")));
                         }
-                    } else if desc_tag(sh.info[head as usize].load(Ordering::Relaxed)) != TAG_SLAB {
-                        return Err(corrupt(off, "slab overlaps an extent"));
+                        claim(page, n, off)?;
+                        sh.info[page as usize].store(desc(TAG_LARGE, 0, n), Ordering::Relaxed);
+                        sh.large_pages.fetch_add(n, Ordering::Relaxed);
+                        continue;
                     }
-                    if !sh.classes[c].mark_live(head, (rel / size) as u32) {
-                        return Err(corrupt(off, "block reachable twice"));
+                    TAG_SLAB | TAG_CONT => {
+                        let head = if desc_tag(d) == TAG_SLAB { page } else { page.wrapping_sub(desc_count(d)) };
+                        let hd = if head < layout.pages { h.read_desc(head) } else { 0 };
+                        if desc_tag(hd) != TAG_SLAB
+                            || desc_class(hd) >= NCLASSES
+                            || head + SLAB_PAGES > layout.pages
+                            || page - head >= SLAB_PAGES
+                        {
+                            return Err(corrupt(off, format!("no slab head for page {page} (descriptor {d:#x})")));
+                        }
+                        // A slab met for the first time (every page of a
+                        // slab met is known): its other pages must say so
+                        // too, as `new_slab` and `close` write them.
+                        for k in 1..SLAB_PAGES {
+                            if h.read_desc(head + k) != desc(TAG_CONT, 0, k) {
+                                return Err(corrupt(
+                                    off,
+                                    format!("slab at page {head}: page {} misdescribed", head + k),
+                                ));
+                            }
+                        }
+                        if sh.info[head as usize].load(Ordering::Relaxed) != 0 {
+                            return Err(corrupt(off, "slab overlaps an extent"));
+                        }
+                        claim(head, SLAB_PAGES, off)?;
+                        let c = desc_class(hd);
+                        let base = words.len();
+                        words.resize(base + blocks_per_slab(c).div_ceil(64) as usize, 0);
+                        slabs.push((head, c, base));
+                        for k in 0..SLAB_PAGES {
+                            sh.info[(head + k) as usize].store(desc(TAG_SLAB, c as u64, head), Ordering::Relaxed);
+                            page_slab[(head + k) as usize] = pack_page_slab(base, c, k);
+                        }
+                        (head, c, base)
                     }
+                    _ => return Err(corrupt(off, format!("page descriptor {d:#x} holds no blocks"))),
                 }
-                _ => return Err(corrupt(off, format!("page descriptor {d:#x} holds no blocks"))),
+            };
+            let size = CLASS_SIZES[c] as u64;
+            let rel = off - layout.page_off(head);
+            if !rel.is_multiple_of(size) || rel / size >= blocks_per_slab(c) as u64 {
+                return Err(corrupt(off, format!("not a block boundary of a {size}-byte slab")));
             }
+            let idx = rel / size;
+            let (word, bit) = (&mut words[base + (idx / 64) as usize], 1u64 << (idx % 64));
+            if *word & bit != 0 {
+                return Err(corrupt(off, "block reachable twice"));
+            }
+            *word |= bit;
+        }
+        for (head, c, base) in slabs {
+            let live = &words[base..base + blocks_per_slab(c).div_ceil(64) as usize];
+            let blocks = live
+                .iter()
+                .enumerate()
+                .flat_map(|(w, &word)| (0..64).filter(move |b| word & (1 << b) != 0).map(move |b| w as u32 * 64 + b));
+            sh.classes[c].install(head, blocks);
         }
         let mut runs = PageRuns::default();
         let mut start = None;

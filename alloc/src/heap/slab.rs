@@ -221,22 +221,6 @@ impl ClassPool {
         true
     }
 
-    /// Mark one more block live in an installed slab (recovery).
-    pub(crate) fn mark_live(&self, head: u64, idx: u32) -> bool {
-        let mut g = self.inner.lock();
-        let inner = &mut *g;
-        let Some(slab) = inner.slabs.get_mut(&head) else { return false };
-        if idx >= slab.cap || !slab.is_free(idx) {
-            return false;
-        }
-        slab.free[idx as usize / 64] &= !(1 << (idx % 64));
-        slab.nfree -= 1;
-        if slab.nfree == 0 {
-            inner.partial.remove(&head);
-        }
-        true
-    }
-
     /// Every slab's head and its live (not free) blocks, for saving at close
     /// and for audits. Blocks held by thread caches count as live here.
     pub(crate) fn snapshot(&self) -> Vec<(u64, Vec<u32>)> {
