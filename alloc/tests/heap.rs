@@ -2,7 +2,7 @@
 //! exact accounting, full-heap behaviour, clean close and reopen, and two
 //! threads hammering it.
 
-use daxkv_alloc::{AllocError, Backend, Heap, PersistOptions, Region};
+use daxkv_alloc::{AllocError, Backend, Heap, PersistOptions, Region, block_size_for};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -317,6 +317,30 @@ fn recovery_checks_every_page_of_a_reachable_slab() {
     r.store_u64(at, good);
     let heap = Heap::recover(r.clone(), 0, r.len(), keep.iter().copied()).unwrap();
     assert_eq!(heap.audit(keep.iter().copied()).unwrap(), keep.len() as u64);
+}
+
+/// A saved slab bitmap with a live bit past the slab's last block is
+/// damage: open refuses it instead of counting a block that is not there.
+#[test]
+fn clean_open_refuses_a_live_bit_past_a_slab() {
+    let r = region(16 << 20);
+    let heap = Heap::format(r.clone(), 0, r.len()).unwrap();
+    // A class whose slab's block count is not a multiple of 64.
+    let size = (1..=2048).map(block_size_for).find(|&b| (65536 / b) % 64 != 0).unwrap();
+    let off = heap.alloc(size as usize).unwrap();
+    heap.close().unwrap();
+    drop(heap);
+    let (desc_off, bitmap_off, pages_off) = (r.read_u64(16), r.read_u64(24), r.read_u64(32));
+    let page = (off - pages_off) / 4096;
+    let d = r.read_u64(desc_off + page * 8);
+    let head = if d & 0xff == 1 { page } else { page - (d >> 16) };
+    let cap = 65536 / size;
+    let last = bitmap_off + head * 32 + (cap / 64) * 8;
+    let good = r.read_u64(last);
+    assert!(Heap::open_clean(r.clone(), 0, r.len()).is_ok());
+    r.store_u64(last, good | 1 << (cap % 64));
+    let e = Heap::open_clean(r.clone(), 0, r.len()).unwrap_err();
+    assert!(e.to_string().contains("past the end"), "{e}");
 }
 
 #[test]

@@ -234,6 +234,8 @@ impl Heap {
         let sh = &h.sh;
         let mut runs = PageRuns::default();
         let mut free_start: Option<u64> = None;
+        // One slab's bitmap words.
+        let mut live = Vec::new();
         let mut p = 0;
         while p < layout.pages {
             let d = h.read_desc(p);
@@ -249,22 +251,15 @@ impl Heap {
                     if c >= NCLASSES || p + SLAB_PAGES > layout.pages {
                         return Err(corrupt(at, format!("slab descriptor {d:#x}")));
                     }
-                    let cap = blocks_per_slab(c);
+                    let cap = blocks_per_slab(c) as u64;
                     let bm = layout.bitmap_off + p * 32;
-                    let mut live = Vec::new();
-                    for w in 0..cap.div_ceil(64) {
-                        let mut bits = sh.region.read_u64(bm + w as u64 * 8);
-                        while bits != 0 {
-                            let b = bits.trailing_zeros();
-                            bits &= bits - 1;
-                            let idx = w * 64 + b;
-                            if idx >= cap {
-                                return Err(corrupt(bm, "live bit past the end of a slab"));
-                            }
-                            live.push(idx);
-                        }
+                    live.clear();
+                    live.extend((0..cap.div_ceil(64)).map(|w| sh.region.read_u64(bm + w * 8)));
+                    let last = live.last().copied().unwrap_or(0);
+                    if !cap.is_multiple_of(64) && last >> (cap % 64) != 0 {
+                        return Err(corrupt(bm, "live bit past the end of a slab"));
                     }
-                    sh.classes[c].install(p, live);
+                    sh.classes[c].install(p, &live);
                     for q in p..p + SLAB_PAGES {
                         sh.info[q as usize].store(desc(TAG_SLAB, c as u64, p), Ordering::Relaxed);
                     }
@@ -391,12 +386,7 @@ impl Heap {
             *word |= bit;
         }
         for (head, c, base) in slabs {
-            let live = &words[base..base + blocks_per_slab(c).div_ceil(64) as usize];
-            let blocks = live
-                .iter()
-                .enumerate()
-                .flat_map(|(w, &word)| (0..64).filter(move |b| word & (1 << b) != 0).map(move |b| w as u32 * 64 + b));
-            sh.classes[c].install(head, blocks);
+            sh.classes[c].install(head, &words[base..base + blocks_per_slab(c).div_ceil(64) as usize]);
         }
         let mut runs = PageRuns::default();
         let mut start = None;

@@ -198,22 +198,20 @@ impl ClassPool {
         empty
     }
 
-    /// Install a slab with the given live blocks (recovery and clean open).
-    /// Returns false if the slab was already known.
-    pub(crate) fn install(&self, head: u64, live: impl IntoIterator<Item = u32>) -> bool {
+    /// Install a slab whose live blocks are the bits set in `live` (word
+    /// `w` bit `b` is block `64 w + b`; bits past the slab's blocks are
+    /// ignored), for recovery and clean open. Returns false if the slab
+    /// was already known.
+    pub(crate) fn install(&self, head: u64, live: &[u64]) -> bool {
         let mut g = self.inner.lock();
         if g.slabs.contains_key(&head) {
             return false;
         }
         let mut slab = Slab::new(blocks_per_slab(self.class), true);
-        for idx in live {
-            let w = &mut slab.free[idx as usize / 64];
-            let bit = 1u64 << (idx % 64);
-            if *w & bit != 0 {
-                *w &= !bit;
-                slab.nfree -= 1;
-            }
+        for (free, &l) in slab.free.iter_mut().zip(live) {
+            *free &= !l;
         }
+        slab.nfree = slab.free.iter().map(|w| w.count_ones()).sum();
         if slab.nfree > 0 {
             g.partial.insert(head);
         }
