@@ -269,26 +269,24 @@ fn scan(r: &Region, sb: &Superblock, run: &[u64], emit: &mut dyn FnMut(Vec<u64>)
     // Two leaves ahead, start the leaf's misses; one ahead, its records'
     // (its slots arrived meanwhile). Taking those misses one by one was
     // most of the recovery time.
-    let ahead = |n: usize| {
-        if let Some(&l) = run.get(n + 2) {
-            leaf::prefetch(r, l);
-        }
-        if let Some(&l) = run.get(n + 1) {
-            for i in leaf::live(leaf::bitmap(r, l)) {
-                leaf::prefetch_for_recovery(r, leaf::slot_word(r, l, i));
-            }
+    let records = |l: u64| {
+        for i in leaf::live(leaf::bitmap(r, l)) {
+            leaf::prefetch_for_recovery(r, leaf::slot_word(r, l, i));
         }
     };
     for &l in run.iter().take(2) {
         leaf::prefetch(r, l);
     }
     if let Some(&l) = run.first() {
-        for i in leaf::live(leaf::bitmap(r, l)) {
-            leaf::prefetch_for_recovery(r, leaf::slot_word(r, l, i));
-        }
+        records(l);
     }
     for (n, &cur) in run.iter().enumerate() {
-        ahead(n);
+        if let Some(&l) = run.get(n + 2) {
+            leaf::prefetch(r, l);
+        }
+        if let Some(&l) = run.get(n + 1) {
+            records(l);
+        }
         let bits = leaf::bitmap(r, cur);
         let mut s = Scanned { off: cur, bits, kept: bits, fixes: Vec::new(), sep: Arc::from(&b""[..]) };
         let mut min: Option<&[u8]> = None;

@@ -337,8 +337,12 @@ impl Store {
     /// Open the pool at `path` (creating it if missing and
     /// `create_if_missing` is set). After a crash this replays the log and
     /// rebuilds the index and free space; after a clean close it does
-    /// neither. A file that is not a sound daxkv pool gets a typed error and
-    /// is not written to.
+    /// neither. A file that is not a daxkv pool, or whose superblocks are
+    /// both damaged, gets a typed error and is not written to. Damage that
+    /// the crash path's walk finds gets a typed error too, before any leaf
+    /// is repaired; by then the log's committed entries have been replayed
+    /// (which changes no committed data). The walk scans large pools on up
+    /// to four threads.
     pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<Store, PoolError> {
         let mut s = Self::open_inner(path.as_ref(), opts)?;
         s.log.set_group_commit(opts.group_commit);
