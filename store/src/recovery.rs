@@ -142,15 +142,17 @@ fn walk(region: &Arc<Region>, sb: &Superblock) -> Result<(Walk, Heap), PoolError
         |blocks: &mut dyn Iterator<Item = u64>| Heap::recover(region.clone(), sb.heap_off, sb.heap_len, blocks);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
     let threads = threads.min(chain.len() / MIN_LEAVES_PER_THREAD);
-    let (parts, heap) = if threads < 2 {
-        let mut blocks = Vec::new();
-        let part = scan(r, sb, &chain, &mut |b| blocks.push(b))?;
-        (Ok(vec![part]), recover(&mut blocks.into_iter().flatten()))
+    let threaded = if threads < 2 {
+        None
     } else {
         let per = chain.len().div_ceil(threads);
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::channel::<Vec<u64>>();
-            let heap = s.spawn(move || recover(&mut rx.into_iter().flatten()));
+            // A thread that cannot be started leaves its work to this one.
+            let heap = std::thread::Builder::new()
+                .name("daxkv-recover".into())
+                .spawn_scoped(s, move || recover(&mut rx.into_iter().flatten()))
+                .ok()?;
             let mut runs = chain.chunks(per);
             let first = runs.next().unwrap_or(&[]);
             let others: Vec<_> = runs
@@ -158,14 +160,30 @@ fn walk(region: &Arc<Region>, sb: &Superblock) -> Result<(Walk, Heap), PoolError
                     let tx = tx.clone();
                     // A send fails only when the heap thread stopped at
                     // damage, which it reports.
-                    s.spawn(move || scan(r, sb, run, &mut |b| drop(tx.send(b))))
+                    let scanner = std::thread::Builder::new()
+                        .name("daxkv-recover".into())
+                        .spawn_scoped(s, move || scan(r, sb, run, &mut |b| drop(tx.send(b))));
+                    scanner.map_err(|_| run)
                 })
                 .collect();
             let mut parts = vec![scan(r, sb, first, &mut |b| drop(tx.send(b)))];
+            for h in others {
+                parts.push(match h {
+                    Ok(h) => joined(h),
+                    Err(run) => scan(r, sb, run, &mut |b| drop(tx.send(b))),
+                });
+            }
             drop(tx);
-            parts.extend(others.into_iter().map(joined));
-            (parts.into_iter().collect(), joined(heap))
+            Some((parts.into_iter().collect(), joined(heap)))
         })
+    };
+    let (parts, heap) = match threaded {
+        Some(done) => done,
+        None => {
+            let mut blocks = Vec::new();
+            let part = scan(r, sb, &chain, &mut |b| blocks.push(b))?;
+            (Ok(vec![part]), recover(&mut blocks.into_iter().flatten()))
+        }
     };
     // Damage the scans met comes first, as it would in one pass.
     let parts: Vec<Part> = parts?;
