@@ -208,9 +208,12 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
                 // followed by a put whose record is leaf-sized, so a leaf
                 // unlinked by a delete is reused at once; then refill.
                 let (fill, drain) = (n * 3 / 10, n * 8 / 10);
-                if i == 10 {
-                    // A clear of a store whose only leaf is the head: its
-                    // bitmap alone is the publish.
+                if i == drain + 10 {
+                    // A clear of a store whose only leaf is the head (the
+                    // refill after the clear below has ten keys): its
+                    // bitmap alone is the publish. Not earlier: a fill
+                    // short of keys no longer empties a leaf by single
+                    // deletes, and the unlink's drain went untested.
                     Op::Clear
                 } else if i < fill {
                     Op::Put(format!("f{:05}", i).into_bytes(), val(&mut rng, true))
