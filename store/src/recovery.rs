@@ -306,7 +306,7 @@ fn scan(r: &Region, sb: &Superblock, run: &[u64], emit: &mut dyn FnMut(Vec<u64>)
             records(l);
         }
         let bits = leaf::bitmap(r, cur);
-        let mut s = Scanned { off: cur, bits, kept: bits, fixes: Vec::new(), sep: Arc::from(&b""[..]) };
+        let (mut kept, mut fixes) = (bits, Vec::new());
         let mut min: Option<&[u8]> = None;
         let fps = leaf::fingerprints(r, cur);
         for i in leaf::live(bits) {
@@ -315,7 +315,7 @@ fn scan(r: &Region, sb: &Superblock, run: &[u64], emit: &mut dyn FnMut(Vec<u64>)
             if rec == 0 {
                 // A one-drain insert whose bitmap reached media before its
                 // slot did (see `Store::put_locked`): never acknowledged.
-                s.kept &= !(1 << i);
+                kept &= !(1 << i);
                 p.dropped += 1;
                 continue;
             }
@@ -332,13 +332,13 @@ fn scan(r: &Region, sb: &Superblock, run: &[u64], emit: &mut dyn FnMut(Vec<u64>)
                 // whole is one cut short (its lengths may be anything, so
                 // they are checked first), never acknowledged.
                 let Some((k, v, h)) = lens.and_then(|_| leaf::record_intact(r, rec)) else {
-                    s.kept &= !(1 << i);
+                    kept &= !(1 << i);
                     p.dropped += 1;
                     continue;
                 };
                 // Its fingerprint byte may not have reached media either.
                 if fps[i] != leaf::fingerprint_of(h) {
-                    s.fixes.push((i, leaf::fingerprint_of(h)));
+                    fixes.push((i, leaf::fingerprint_of(h)));
                 }
                 (k, v)
             } else {
@@ -354,13 +354,11 @@ fn scan(r: &Region, sb: &Superblock, run: &[u64], emit: &mut dyn FnMut(Vec<u64>)
             p.keys += 1;
             p.bytes += (k + v) as u64;
         }
-        if s.kept != 0 || cur == sb.head_leaf {
+        if kept != 0 || cur == sb.head_leaf {
             batch.push(cur);
         }
-        if cur != sb.head_leaf {
-            s.sep = Arc::from(min.unwrap_or(b""));
-        }
-        p.leaves.push(s);
+        let sep = Arc::from(if cur == sb.head_leaf { b"" } else { min.unwrap_or(b"") });
+        p.leaves.push(Scanned { off: cur, bits, kept, fixes, sep });
         if (n + 1) % LEAVES_PER_BATCH == 0 {
             emit(std::mem::take(&mut batch));
         }
