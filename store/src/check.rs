@@ -72,7 +72,7 @@ impl Store {
             keys.clear();
             for &(i, rec) in &recs {
                 let Some((k, v)) =
-                    leaf::record_lens(r, rec).filter(|&(k, v)| in_heap(rec, leaf::REC_HEADER + (k + v) as u64))
+                    leaf::record_lens(r, rec).filter(|_| leaf::record_size(r, rec).is_some_and(|n| in_heap(rec, n)))
                 else {
                     rep.problems.push(format!("leaf {cur} slot {i}: record {rec} out of bounds"));
                     continue;

@@ -24,7 +24,13 @@ use daxkv_alloc::Region;
 use std::path::Path;
 
 pub(crate) const MAGIC: [u8; 8] = *b"DAXKVSB1";
-pub(crate) const VERSION: u32 = 2;
+/// The format this code writes. Version 3 added records that carry an
+/// expiry (flagged in their key-length word).
+pub(crate) const VERSION: u32 = 3;
+/// The oldest format this code opens: a version 2 pool is a version 3 pool
+/// without expiring records, and the first superblock write (at open)
+/// marks it version 3.
+const OLDEST: u32 = 2;
 pub(crate) const SB_LEN: usize = 256;
 pub(crate) const SB_OFFSETS: [u64; 2] = [0, 4096];
 /// Bytes before the log area.
@@ -92,7 +98,7 @@ impl Superblock {
             return Err(Fault::Checksum);
         }
         let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
+        if !(OLDEST..=VERSION).contains(&version) {
             return Err(Fault::Version(version));
         }
         let clean = match get(b, 88) {

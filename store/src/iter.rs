@@ -259,18 +259,29 @@ impl Iter<'_> {
     /// The next pair, borrowed from the pool instead of copied (zero-copy).
     /// The borrow lasts until the next call; the iterator's pin keeps the
     /// record from being reused meanwhile. Interleaves with `next`.
+    /// Expired keys are skipped.
     pub fn next_ref(&mut self) -> Option<(&[u8], &[u8])> {
+        let r = &*self.store.region;
+        loop {
+            let rec = self.next_record()?;
+            if leaf::record_alive(r, rec) {
+                return Some((leaf::record_key(r, rec), leaf::record_value(r, rec)));
+            }
+        }
+    }
+
+    /// The next record in the range, expired or not.
+    pub(crate) fn next_record(&mut self) -> Option<u64> {
         while self.pos == self.buf.len() && !self.done {
             self.fill();
         }
-        let r = &*self.store.region;
         // Keep the record AHEAD places on in flight.
         if let Some(&ahead) = self.buf.get(self.pos + AHEAD) {
-            leaf::prefetch_record(r, ahead);
+            leaf::prefetch_record(&self.store.region, ahead);
         }
         let rec = *self.buf.get(self.pos)?;
         self.pos += 1;
-        Some((leaf::record_key(r, rec), leaf::record_value(r, rec)))
+        Some(rec)
     }
 }
 

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Slots are unsorted. A record is `klen u32, vlen u32, crc u32, key,
-//! value`. The checksum ([`record_crc`]) lets recovery tell a record that
+//! value`, then, when bit 31 of the key-length word is set, its expiry
+//! (u64, milliseconds since the Unix epoch). The checksum ([`record_crc`]) lets recovery tell a record that
 //! reached media whole from one whose insert was cut short: an insert into
 //! a slot known to be durably zero publishes its bitmap bit in the same
 //! drain as the record (see `Store::put_locked`), so after a crash a live
@@ -26,6 +27,11 @@ const NEXT: u64 = 8;
 const FP: u64 = 16;
 const SLOT: u64 = 80;
 pub(crate) const REC_HEADER: u64 = 12;
+/// Bit of a record's key-length word that says the record ends with an
+/// expiry (keys are at most 16 KiB, so the bit is never part of a length).
+const HAS_EXPIRY: u64 = 1 << 31;
+/// Bytes of a record's expiry.
+const EXPIRY_BYTES: u64 = 8;
 
 /// A key's 32-bit hash: its top byte is the leaf fingerprint
 /// ([`fingerprint_of`]), the rest places it in the point cache.
@@ -272,15 +278,28 @@ pub(crate) fn init(r: &Region, leaf: u64, entries: &[(u64, u8)], next: u64) {
     r.copy_nodrain(leaf, &b);
 }
 
-/// A record's checksum: CRC-32C over the key, the value and the two
-/// lengths (as stored), continuing from the key's hash `h` (which is the
-/// CRC-32C of the key: [`key_hash`]), so a put hashes its key once.
+/// A record's checksum: CRC-32C over the key, the value, the expiry (if
+/// any) and the two length words (as stored), continuing from the key's
+/// hash `h` (which is the CRC-32C of the key: [`key_hash`]), so a put
+/// hashes its key once.
 #[inline]
-pub(crate) fn record_crc(h: u32, klen: usize, value: &[u8]) -> u32 {
-    let mut lens = [0u8; 8];
-    lens[0..4].copy_from_slice(&(klen as u32).to_le_bytes());
-    lens[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
-    crc32c::crc32c_append(crc32c::crc32c_append(h, value), &lens)
+pub(crate) fn record_crc(h: u32, klen: usize, value: &[u8], expires: Option<u64>) -> u32 {
+    let mut tail = [0u8; 16];
+    let mut n = 0;
+    if let Some(at) = expires {
+        tail[0..8].copy_from_slice(&at.to_le_bytes());
+        n = 8;
+    }
+    tail[n..n + 8].copy_from_slice(&len_word(klen, value.len(), expires).to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c_append(h, value), &tail[..n + 8])
+}
+
+/// A record's first word: the key length (with [`HAS_EXPIRY`]) and the
+/// value length.
+#[inline]
+fn len_word(klen: usize, vlen: usize, expires: Option<u64>) -> u64 {
+    let flag = if expires.is_some() { HAS_EXPIRY } else { 0 };
+    (klen as u64 | flag) | (vlen as u64) << 32
 }
 
 /// Whether the record at `rec` is whole: its lengths are in bounds and its
@@ -290,29 +309,34 @@ pub(crate) fn record_intact(r: &Region, rec: u64) -> Option<(usize, usize, u32)>
     let (k, v) = record_lens(r, rec)?;
     let h = key_hash(r.bytes(rec + REC_HEADER, k));
     let stored = u32::from_le_bytes(r.bytes(rec + 8, 4).try_into().ok()?);
-    (record_crc(h, k, r.bytes(rec + REC_HEADER + k as u64, v)) == stored).then_some((k, v, h))
+    let value = r.bytes(rec + REC_HEADER + k as u64, v);
+    (record_crc(h, k, value, record_expiry(r, rec)) == stored).then_some((k, v, h))
 }
 
-/// Record size for a key and value.
-pub(crate) fn record_len(key: &[u8], value: &[u8]) -> usize {
-    REC_HEADER as usize + key.len() + value.len()
+/// Record size for a key and value, with or without an expiry.
+pub(crate) fn record_len(key: &[u8], value: &[u8], expires: Option<u64>) -> usize {
+    REC_HEADER as usize + key.len() + value.len() + if expires.is_some() { EXPIRY_BYTES as usize } else { 0 }
 }
 
 /// Write a record at `rec` (allocated with `record_len`) for `key` (hash
-/// `h`, from [`key_hash`]); durable after the caller's drain.
-pub(crate) fn write_record(r: &Region, rec: u64, key: &[u8], h: u32, value: &[u8]) {
-    let crc = record_crc(h, key.len(), value).to_le_bytes();
+/// `h`, from [`key_hash`]) that expires at `expires` (`None`: never);
+/// durable after the caller's drain.
+pub(crate) fn write_record(r: &Region, rec: u64, key: &[u8], h: u32, value: &[u8], expires: Option<u64>) {
+    let crc = record_crc(h, key.len(), value, expires).to_le_bytes();
+    let word = len_word(key.len(), value.len(), expires).to_le_bytes();
+    let tail = expires.map(u64::to_le_bytes);
+    let tail: &[u8] = tail.as_ref().map_or(&[], |t| t);
     // Small records (most) are assembled on the stack: no allocation per put.
     const SMALL: usize = 256;
-    let len = REC_HEADER as usize + key.len() + value.len();
+    let len = record_len(key, value, expires);
     if len <= SMALL {
         let mut b = [0u8; SMALL];
-        b[0..4].copy_from_slice(&(key.len() as u32).to_le_bytes());
-        b[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        b[0..8].copy_from_slice(&word);
         b[8..12].copy_from_slice(&crc);
         let k = REC_HEADER as usize;
         b[k..k + key.len()].copy_from_slice(key);
-        b[k + key.len()..len].copy_from_slice(value);
+        b[k + key.len()..k + key.len() + value.len()].copy_from_slice(value);
+        b[len - tail.len()..len].copy_from_slice(tail);
         let lines = len.next_multiple_of(64);
         if rec.is_multiple_of(64) && lines as u64 <= daxkv_alloc::block_size_for(len) {
             r.copy_lines_nodrain(rec, &b[..lines]);
@@ -321,33 +345,72 @@ pub(crate) fn write_record(r: &Region, rec: u64, key: &[u8], h: u32, value: &[u8
         }
         return;
     }
-    let mut head = Vec::with_capacity(REC_HEADER as usize + key.len() + value.len().min(4096));
-    head.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    head.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    let mut head = Vec::with_capacity(REC_HEADER as usize + key.len() + value.len().min(4096) + tail.len());
+    head.extend_from_slice(&word);
     head.extend_from_slice(&crc);
     head.extend_from_slice(key);
     if value.len() <= 4096 {
         head.extend_from_slice(value);
+        head.extend_from_slice(tail);
         r.copy_nodrain(rec, &head);
     } else {
         r.copy_nodrain(rec, &head);
         r.copy_nodrain(rec + head.len() as u64, value);
+        if !tail.is_empty() {
+            r.copy_nodrain(rec + (len - tail.len()) as u64, tail);
+        }
     }
 }
 
-/// Key and value lengths of the record at `rec`, bounds-checked.
+/// Key and value lengths of the record at `rec`, bounds-checked (the
+/// whole record, expiry included, lies inside the region).
 #[inline]
 pub(crate) fn record_lens(r: &Region, rec: u64) -> Option<(usize, usize)> {
+    record_shape(r, rec).map(|(k, v, _)| (k, v))
+}
+
+/// Key length, value length and whether an expiry follows, bounds-checked.
+#[inline]
+fn record_shape(r: &Region, rec: u64) -> Option<(usize, usize, bool)> {
     r.check(rec, REC_HEADER).ok()?;
     let h = r.read_u64(rec);
-    let (k, v) = ((h & 0xffff_ffff) as usize, (h >> 32) as usize);
+    let expires = h & HAS_EXPIRY != 0;
+    let (k, v) = ((h & 0xffff_ffff & !HAS_EXPIRY) as usize, (h >> 32) as usize);
     // An optimistic reader can meet a record being written: never believe
     // lengths beyond the limits (or the region).
     if k > crate::MAX_KEY || v > crate::MAX_VALUE {
         return None;
     }
-    r.check(rec, REC_HEADER + k as u64 + v as u64).ok()?;
-    Some((k, v))
+    let tail = if expires { EXPIRY_BYTES } else { 0 };
+    r.check(rec, REC_HEADER + k as u64 + v as u64 + tail).ok()?;
+    Some((k, v, expires))
+}
+
+/// The record's size in bytes, expiry included (`None` as for
+/// [`record_lens`]).
+#[inline]
+pub(crate) fn record_size(r: &Region, rec: u64) -> Option<u64> {
+    record_shape(r, rec).map(|(k, v, e)| REC_HEADER + (k + v) as u64 + if e { EXPIRY_BYTES } else { 0 })
+}
+
+/// When the record expires, in milliseconds since the Unix epoch (`None`:
+/// never, or lengths that do not fit as for [`record_lens`]).
+#[inline]
+pub(crate) fn record_expiry(r: &Region, rec: u64) -> Option<u64> {
+    match record_shape(r, rec)? {
+        (k, v, true) => {
+            let at = r.bytes(rec + REC_HEADER + (k + v) as u64, EXPIRY_BYTES as usize);
+            Some(u64::from_le_bytes(at.try_into().expect("8 bytes")))
+        }
+        _ => None,
+    }
+}
+
+/// Whether the record is alive: it has no expiry, or one still ahead of
+/// the clock. The clock is read only for a record that has an expiry.
+#[inline]
+pub(crate) fn record_alive(r: &Region, rec: u64) -> bool {
+    record_expiry(r, rec).is_none_or(|at| at > crate::store::now_ms())
 }
 
 /// The record's key (borrowed from the pool). Empty for a record whose

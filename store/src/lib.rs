@@ -43,6 +43,8 @@ mod clear;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+mod expiry;
+#[cfg(not(loom))]
 mod format;
 #[allow(dead_code)]
 mod hot;
@@ -75,6 +77,8 @@ pub use daxkv_log::GroupCommitOptions;
 #[cfg(not(loom))]
 pub use error::{Error, PoolError, Result};
 #[cfg(not(loom))]
+pub use expiry::Purged;
+#[cfg(not(loom))]
 pub use iter::Iter;
 #[cfg(not(loom))]
 pub use options::Options;
@@ -83,4 +87,4 @@ pub use salvage::{SalvageError, SalvageReport, salvage, salvage_region};
 #[cfg(not(loom))]
 pub use store::{CheckReport, MAX_KEY, MAX_VALUE, MIN_POOL, Stats, Store, ValueRef};
 #[cfg(not(loom))]
-pub use tx::Tx;
+pub use tx::{ExpiringWrite, Tx};

@@ -326,7 +326,7 @@ fn scan(r: &Region, sb: &Superblock, run: &[u64], emit: &mut dyn FnMut(Vec<u64>)
                 ));
             }
             let lens = leaf::record_lens(r, rec)
-                .filter(|&(k, v)| in_heap(sb, rec, leaf::REC_HEADER + (k + v) as u64) && k > 0);
+                .filter(|&(k, _)| k > 0 && leaf::record_size(r, rec).is_some_and(|n| in_heap(sb, rec, n)));
             let (k, v) = if word & leaf::UNVERIFIED != 0 {
                 // Published by a one-drain insert: a record that is not
                 // whole is one cut short (its lengths may be anything, so

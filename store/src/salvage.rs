@@ -69,7 +69,7 @@ pub enum SalvageError {
 /// block was zero on media, and only whole aligned words are sure to have
 /// reached it or not. (A record of mostly zero bytes looks torn too.)
 fn looks_torn(r: &Region, rec: u64) -> bool {
-    let len = leaf::record_lens(r, rec).map_or(REC_HEADER, |(k, v)| REC_HEADER + (k + v) as u64);
+    let len = leaf::record_size(r, rec).unwrap_or(REC_HEADER);
     let end = rec + len;
     let mut at = rec;
     while at < end {
@@ -235,7 +235,7 @@ pub fn salvage_region(
                 Some(Fault::OutsideHeap)
             } else {
                 match leaf::record_intact(r, rec) {
-                    Some((k, v, _)) if k > 0 && in_heap(&sb, rec, REC_HEADER + (k + v) as u64) => None,
+                    Some((k, _, _)) if k > 0 && leaf::record_size(r, rec).is_some_and(|n| in_heap(&sb, rec, n)) => None,
                     Some(_) => Some(Fault::Lengths),
                     None => Some(Fault::Checksum),
                 }

@@ -170,6 +170,12 @@ impl CheckReport {
     }
 }
 
+/// The clock expiries are measured against: milliseconds since the Unix
+/// epoch (0 if the system clock is set before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(Error::EmptyKey);
@@ -433,8 +439,18 @@ impl Store {
     /// is walked while the bucket's miss is in flight, and the leaf's first
     /// line prefetched, so that a miss does not wait for the bucket, the
     /// walk and the leaf one after the other.
+    ///
+    /// An expired record is absent here (see [`Store::read_record`]).
     #[inline]
     pub(crate) fn read<T>(&self, key: &[u8], mut f: impl FnMut(Option<u64>) -> T) -> T {
+        let r = &*self.region;
+        self.read_record(key, |rec| f(rec.filter(|&rec| leaf::record_alive(r, rec))))
+    }
+
+    /// [`Store::read`] that also sees an expired record (it is still the
+    /// key's record until it is deleted or replaced).
+    #[inline]
+    pub(crate) fn read_record<T>(&self, key: &[u8], mut f: impl FnMut(Option<u64>) -> T) -> T {
         let h = leaf::key_hash(key);
         let lookup = |f: &mut dyn FnMut(Option<u64>) -> T| match self
             .hot
@@ -635,14 +651,24 @@ impl Store {
     /// Allocate and write a record (durable at the next drain).
     /// Also returns whether the block was untouched (zero on media, see
     /// `Heap::alloc_untouched`), which a one-drain insert needs.
-    pub(crate) fn new_record(&self, key: &[u8], h: u32, value: &[u8]) -> Result<(u64, bool)> {
-        let (rec, untouched) = self.heap.alloc_untouched(leaf::record_len(key, value))?;
-        leaf::write_record(&self.region, rec, key, h, value);
+    pub(crate) fn new_record(&self, key: &[u8], h: u32, value: &[u8], expires: Option<u64>) -> Result<(u64, bool)> {
+        let (rec, untouched) = self.heap.alloc_untouched(leaf::record_len(key, value, expires))?;
+        leaf::write_record(&self.region, rec, key, h, value, expires);
         Ok((rec, untouched))
     }
 
-    /// Store `value` under `key`. Durable when it returns.
+    /// Store `value` under `key`, with no expiry. Durable when it returns.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_with_expiry(key, value, None)
+    }
+
+    /// Store `value` under `key`, to expire at `expires` (milliseconds
+    /// since the Unix epoch; `None`: never). From that time on, reads,
+    /// scans and transactions find the key absent; its record stays in the
+    /// pool, counted by [`Store::len`], until a write replaces or deletes
+    /// it or [`Store::purge_expired`] removes it. A time already past
+    /// stores a key that is absent at once. Durable when it returns.
+    pub fn put_with_expiry(&self, key: &[u8], value: &[u8], expires: Option<u64>) -> Result<()> {
         check_key(key)?;
         check_value(value)?;
         self.live()?;
@@ -655,18 +681,25 @@ impl Store {
         // line write-back in flight, so issued after the record's flushes
         // they would cost one more barrier per put.
         let leaf = self.lock_leaf(key);
-        self.write_and_put_locked(leaf, key, value, h)
+        self.write_and_put_locked(leaf, key, value, expires, h)
     }
 
     /// Write the record for `key` = `value` and insert it in the locked
     /// `leaf`; unlocks it (also on error) and frees the record if it was
     /// not published.
-    fn write_and_put_locked(&self, leaf: Arc<LeafRef>, key: &[u8], value: &[u8], h: u32) -> Result<()> {
+    fn write_and_put_locked(
+        &self,
+        leaf: Arc<LeafRef>,
+        key: &[u8],
+        value: &[u8],
+        expires: Option<u64>,
+        h: u32,
+    ) -> Result<()> {
         // Counted as a new key now, while no write-back is in flight (a
         // fetch-add after the record's stores would wait for them);
         // `put_locked` corrects the counts for a replacement or a failure.
         self.count(key.len() + value.len(), 1);
-        let (rec, untouched) = match self.new_record(key, h, value) {
+        let (rec, untouched) = match self.new_record(key, h, value, expires) {
             Ok(r) => r,
             Err(e) => {
                 self.count(key.len() + value.len(), -1);
@@ -791,22 +824,37 @@ impl Store {
         }
     }
 
-    /// Remove `key`; returns whether it was present. Durable when it returns.
+    /// Remove `key`; returns whether it was present (an expired key is
+    /// removed too, and was not present). Durable when it returns.
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
         self.live()?;
         let h = leaf::key_hash(key);
         let leaf = self.lock_leaf(key);
-        self.delete_locked(leaf, key, h)
+        Ok(self.delete_locked(leaf, key, h, false)? == Some(true))
     }
 
-    /// Delete in the locked leaf (`h`: the key's hash); unlocks it.
-    pub(crate) fn delete_locked(&self, leaf: Arc<LeafRef>, key: &[u8], h: u32) -> Result<bool> {
+    /// Delete in the locked leaf (`h`: the key's hash); unlocks it. Returns
+    /// whether the removed record was alive (`None`: nothing removed); an
+    /// expired record is removed as well. `expired_only`: leave a live
+    /// record alone.
+    pub(crate) fn delete_locked(
+        &self,
+        leaf: Arc<LeafRef>,
+        key: &[u8],
+        h: u32,
+        expired_only: bool,
+    ) -> Result<Option<bool>> {
         let r = &*self.region;
         let Some(f) = self.find(leaf.off, key, leaf::fingerprint_of(h)) else {
             leaf.unlock();
-            return Ok(false);
+            return Ok(None);
         };
+        let alive = leaf::record_alive(r, f.rec);
+        if alive && expired_only {
+            leaf.unlock();
+            return Ok(None);
+        }
         let nb = leaf::bitmap(r, leaf.off) & !(1u64 << f.slot);
         leaf::publish_bitmap(r, leaf.off, nb);
         let d = r.drain();
@@ -824,7 +872,7 @@ impl Store {
         let _ = self.heap.retire(f.rec);
         self.keys.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(klen + vlen, Ordering::Relaxed);
-        Ok(true)
+        Ok(Some(alive))
     }
 
     /// Remove the locked `leaf` from the tree if it holds at most
@@ -992,17 +1040,21 @@ impl Store {
         // Compare first, and write the record only on a match, after the
         // lock (as in `put`).
         let leaf = self.lock_leaf(key);
-        let cur = self.find(leaf.off, key, leaf::fingerprint_of(h)).map(|f| leaf::record_value(&self.region, f.rec));
+        let r = &*self.region;
+        let cur = self
+            .find(leaf.off, key, leaf::fingerprint_of(h))
+            .filter(|f| leaf::record_alive(r, f.rec))
+            .map(|f| leaf::record_value(r, f.rec));
         if cur != expected {
             let cur = cur.map(|c| c.to_vec());
             leaf.unlock();
             return Ok(Err(cur));
         }
         let Some(v) = new else {
-            self.delete_locked(leaf, key, h)?;
+            self.delete_locked(leaf, key, h, false)?;
             return Ok(Ok(()));
         };
-        self.write_and_put_locked(leaf, key, v, h).map(Ok)
+        self.write_and_put_locked(leaf, key, v, None, h).map(Ok)
     }
 
     /// Figures about the store.

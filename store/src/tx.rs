@@ -25,24 +25,50 @@ const MAX_ATTEMPTS: u32 = 64;
 type Final = (Vec<u8>, (u64, u8, Option<usize>));
 /// Entries per leaf when a transaction fills new leaves (room left to grow).
 const FILL: usize = 48;
+/// A write as a commit takes it: the key, then its new value and expiry
+/// (milliseconds since the Unix epoch), or `None` for a delete.
+type Write<'a> = (&'a [u8], Option<(&'a [u8], Option<u64>)>);
+/// A write of [`Store::write_batch_with_expiry`]: the key, its new value
+/// (`None`: delete it) and when the value expires (milliseconds since the
+/// Unix epoch, `None`: never; ignored for a delete).
+pub type ExpiringWrite<'a> = (&'a [u8], Option<&'a [u8]>, Option<u64>);
+/// A transaction's write of one key: the new value and its expiry, or
+/// `None` for a delete.
+type Pending = Option<(Vec<u8>, Option<u64>)>;
 
 /// A transaction in progress: reads see its own writes.
 pub struct Tx<'a> {
     store: &'a Store,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// New value and expiry, or `None` for a delete.
+    writes: BTreeMap<Vec<u8>, Pending>,
+    /// The record each read key had (expired or not), for validation.
     reads: BTreeMap<Vec<u8>, Option<u64>>,
 }
 
 impl Tx<'_> {
     /// The value of `key`, as this transaction would leave it.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_with_expiry(key)?.map(|(v, _)| v))
+    }
+
+    /// The value of `key` and when it expires (milliseconds since the Unix
+    /// epoch; `None`: never), as this transaction would leave it.
+    pub fn get_with_expiry(&mut self, key: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>> {
         check_key(key)?;
         if let Some(w) = self.writes.get(key) {
-            return Ok(w.clone());
+            // A write of this transaction that has expired by now reads as
+            // absent, as it will once committed.
+            return Ok(w.clone().filter(|(_, at)| at.is_none_or(|at| at > crate::store::now_ms())));
         }
         let s = self.store;
+        let r = &*s.region;
         let _pin = s.heap.pin();
-        let (rec, val) = s.read(key, |rec| (rec, rec.map(|r| leaf::record_value(&s.region, r).to_vec())));
+        // The record is remembered even when it has expired: the commit
+        // checks that it is still the key's record.
+        let (rec, val) = s.read_record(key, |rec| {
+            let alive = rec.filter(|&rec| leaf::record_alive(r, rec));
+            (rec, alive.map(|rec| (leaf::record_value(r, rec).to_vec(), leaf::record_expiry(r, rec))))
+        });
         self.reads.entry(key.to_vec()).or_insert(rec);
         Ok(val)
     }
@@ -52,16 +78,23 @@ impl Tx<'_> {
         Ok(self.get(key)?.is_some())
     }
 
-    /// Set `key` to `value` when the transaction commits.
+    /// Set `key` to `value`, with no expiry, when the transaction commits.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_with_expiry(key, value, None)
+    }
+
+    /// Set `key` to `value`, to expire at `expires` (see
+    /// [`Store::put_with_expiry`]), when the transaction commits.
+    pub fn put_with_expiry(&mut self, key: &[u8], value: &[u8], expires: Option<u64>) -> Result<()> {
         check_key(key)?;
         check_value(value)?;
-        self.writes.insert(key.to_vec(), Some(value.to_vec()));
+        self.writes.insert(key.to_vec(), Some((value.to_vec(), expires)));
         Ok(())
     }
 
     /// Remove `key` when the transaction commits; returns whether it is
-    /// present now (as seen by this transaction).
+    /// present now (as seen by this transaction). An expired key is
+    /// removed too, and was not present.
     pub fn delete(&mut self, key: &[u8]) -> Result<bool> {
         let was = self.get(key)?.is_some();
         self.writes.insert(key.to_vec(), None);
@@ -85,7 +118,7 @@ impl Tx<'_> {
             _ => false,
         };
         let r = (!empty).then(|| self.writes.range::<[u8], _>(range)).into_iter().flatten();
-        r.map(|(k, v)| (k.as_slice(), v.as_deref()))
+        r.map(|(k, v)| (k.as_slice(), v.as_ref().map(|(v, _)| v.as_slice())))
     }
 }
 
@@ -109,8 +142,8 @@ impl Store {
         for _ in 0..MAX_ATTEMPTS {
             let mut tx = Tx { store: self, writes: BTreeMap::new(), reads: BTreeMap::new() };
             let out = f(&mut tx)?;
-            let writes: Vec<(&[u8], Option<&[u8]>)> =
-                tx.writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())).collect();
+            let writes: Vec<Write> =
+                tx.writes.iter().map(|(k, v)| (k.as_slice(), v.as_ref().map(|(v, at)| (v.as_slice(), *at)))).collect();
             match self.commit(&writes, &tx.reads) {
                 Ok(()) => return Ok(out),
                 Err(Error::Conflict { .. }) => continue,
@@ -130,8 +163,16 @@ impl Store {
     /// [`Store::write_batch`] over borrowed keys and values: nothing is
     /// copied before the records are written into the pool.
     pub fn write_batch_ref(&self, ops: &[(&[u8], Option<&[u8]>)]) -> Result<()> {
+        let ops: Vec<ExpiringWrite> = ops.iter().map(|&(k, v)| (k, v, None)).collect();
+        self.write_batch_with_expiry(&ops)
+    }
+
+    /// [`Store::write_batch_ref`] whose puts carry an expiry each
+    /// (milliseconds since the Unix epoch, `None`: never; see
+    /// [`Store::put_with_expiry`]). A delete's expiry is ignored.
+    pub fn write_batch_with_expiry(&self, ops: &[ExpiringWrite]) -> Result<()> {
         self.live()?;
-        for &(k, v) in ops {
+        for &(k, v, _) in ops {
             check_key(k)?;
             if let Some(v) = v {
                 check_value(v)?;
@@ -140,18 +181,19 @@ impl Store {
         // Key order, the last entry of each key only.
         let mut order: Vec<u32> = (0..ops.len() as u32).collect();
         order.sort_by(|&a, &b| ops[a as usize].0.cmp(ops[b as usize].0).then(a.cmp(&b)));
-        let mut writes: Vec<(&[u8], Option<&[u8]>)> = Vec::with_capacity(ops.len());
+        let mut writes: Vec<Write> = Vec::with_capacity(ops.len());
         for (n, &i) in order.iter().enumerate() {
             let last = order.get(n + 1).is_none_or(|&j| ops[j as usize].0 != ops[i as usize].0);
             if last {
-                writes.push(ops[i as usize]);
+                let (k, v, at) = ops[i as usize];
+                writes.push((k, v.map(|v| (v, at))));
             }
         }
         self.commit(&writes, &BTreeMap::new())
     }
 
     /// Commit `writes` (in key order, one entry per key).
-    fn commit(&self, writes: &[(&[u8], Option<&[u8]>)], reads: &BTreeMap<Vec<u8>, Option<u64>>) -> Result<()> {
+    fn commit(&self, writes: &[Write], reads: &BTreeMap<Vec<u8>, Option<u64>>) -> Result<()> {
         let _pin = self.heap.pin();
         let mut plan: Vec<Planned> = Vec::with_capacity(writes.len());
         // Allocate every record, then write them: an allocation takes a
@@ -159,7 +201,7 @@ impl Store {
         // of the record written before it.
         for &(k, v) in writes {
             let (rec, untouched) = match v {
-                Some(v) => match self.heap.alloc_untouched(leaf::record_len(k, v)) {
+                Some((v, at)) => match self.heap.alloc_untouched(leaf::record_len(k, v, at)) {
                     Ok((r, u)) => (Some(r), u),
                     Err(e) => {
                         for p in &plan {
@@ -172,15 +214,15 @@ impl Store {
                 },
                 None => (None, false),
             };
-            let vlen = v.map_or(0, |v| v.len());
+            let vlen = v.map_or(0, |(v, _)| v.len());
             let h = leaf::key_hash(k);
             // The point cache's line, which the commit updates at its end.
             self.hot.prefetch(h);
             plan.push(Planned { h, fp: leaf::fingerprint_of(h), key: k, rec, untouched, vlen });
         }
         for (p, &(_, v)) in plan.iter().zip(writes) {
-            if let (Some(rec), Some(v)) = (p.rec, v) {
-                leaf::write_record(&self.region, rec, p.key, p.h, v);
+            if let (Some(rec), Some((v, at))) = (p.rec, v) {
+                leaf::write_record(&self.region, rec, p.key, p.h, v, at);
             }
         }
         let res = self.commit_planned(&plan, reads);

@@ -151,7 +151,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, k)| {
                     let rec = 4096 * (i as u64 + 1);
-                    leaf::write_record(&r, rec, k, 0, b"v");
+                    leaf::write_record(&r, rec, k, 0, b"v", None);
                     rec
                 })
                 .collect();
