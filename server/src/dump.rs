@@ -1,12 +1,13 @@
 //! The portable dump format of `daxkv dump` / `daxkv load`.
 //!
 //! ```text
-//! "DAXKVDMP"  u32 LE format version (1)
+//! "DAXKVDMP"  u32 LE format version (2; 1 is read too)
 //! frames:     u32 LE payload length | u32 LE crc32c(payload) | payload
 //! ```
 //!
 //! Each payload is a bincode-encoded (standard config) [`Frame`]: a batch of
-//! up to [`BATCH`] pairs, and last an `End` frame with the number of pairs,
+//! up to [`BATCH`] pairs with their expiries (version 1 dumps have batches
+//! without), and last an `End` frame with the number of pairs,
 //! so a truncated or damaged file is refused rather than half loaded
 //! unnoticed (a load commits batch by batch: a refused file can leave the
 //! batches before the damage in the store, and says so).
@@ -16,8 +17,8 @@ use std::io::{self, Read, Write};
 
 /// Magic at the start of a dump.
 pub const MAGIC: &[u8; 8] = b"DAXKVDMP";
-/// Format version written.
-pub const VERSION: u32 = 1;
+/// Format version written (2 added expiries).
+pub const VERSION: u32 = 2;
 /// Pairs per frame.
 pub const BATCH: usize = 512;
 /// Largest frame accepted (a batch of the largest values would not fit one
@@ -27,11 +28,17 @@ const MAX_FRAME: usize = 1 << 30;
 /// One unit of a dump.
 #[derive(bincode::Encode, bincode::Decode, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// Key-value pairs, in key order.
+    /// Key-value pairs, in key order (version 1).
     Pairs(Vec<(Vec<u8>, Vec<u8>)>),
     /// The end: how many pairs came before.
     End(u64),
+    /// Key-value pairs with their expiries (milliseconds since the Unix
+    /// epoch, `None`: never), in key order (version 2).
+    Entries(Vec<Entry>),
 }
+
+/// A key, its value and its expiry.
+pub type Entry = (Vec<u8>, Vec<u8>, Option<u64>);
 
 fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
@@ -72,7 +79,7 @@ fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
 /// [`Writer::finish`].
 pub struct Writer<'w, W: Write + ?Sized> {
     w: &'w mut W,
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pairs: Vec<Entry>,
     bytes: usize,
     n: u64,
 }
@@ -85,14 +92,14 @@ impl<'w, W: Write + ?Sized> Writer<'w, W> {
         Ok(Writer { w, pairs: Vec::new(), bytes: 0, n: 0 })
     }
 
-    /// Add one pair.
-    pub fn push(&mut self, k: impl Into<Vec<u8>>, v: impl Into<Vec<u8>>) -> io::Result<()> {
+    /// Add one pair, which expires at `expires`.
+    pub fn push(&mut self, k: impl Into<Vec<u8>>, v: impl Into<Vec<u8>>, expires: Option<u64>) -> io::Result<()> {
         let (k, v) = (k.into(), v.into());
         self.bytes += k.len() + v.len();
-        self.pairs.push((k, v));
+        self.pairs.push((k, v, expires));
         self.n += 1;
         if self.pairs.len() >= BATCH || self.bytes >= 64 << 20 {
-            write_frame(self.w, &Frame::Pairs(std::mem::take(&mut self.pairs)))?;
+            write_frame(self.w, &Frame::Entries(std::mem::take(&mut self.pairs)))?;
             self.bytes = 0;
         }
         Ok(())
@@ -101,7 +108,7 @@ impl<'w, W: Write + ?Sized> Writer<'w, W> {
     /// Write what is left and the end frame; returns how many pairs.
     pub fn finish(self) -> io::Result<u64> {
         if !self.pairs.is_empty() {
-            write_frame(self.w, &Frame::Pairs(self.pairs))?;
+            write_frame(self.w, &Frame::Entries(self.pairs))?;
         }
         write_frame(self.w, &Frame::End(self.n))?;
         self.w.flush()?;
@@ -109,17 +116,35 @@ impl<'w, W: Write + ?Sized> Writer<'w, W> {
     }
 }
 
-/// Write every pair of `store` to `w`; returns how many.
+/// Write every pair of `store` (expired keys left out) to `w`; returns
+/// how many.
 pub fn dump(store: &Store, w: &mut impl Write) -> io::Result<u64> {
     let mut out = Writer::new(w)?;
-    for kv in store.iter() {
-        let (k, v) = kv.map_err(io::Error::other)?;
-        out.push(k, v)?;
+    let mut it = store.iter();
+    while let Some((k, v, at)) = it.next_with_expiry() {
+        out.push(k, v, at)?;
     }
     out.finish()
 }
 
-/// Put every pair of the dump `r` into `store`; returns how many.
+/// Commit one frame's entries with one batch; returns how many there were.
+fn store_entries(store: &Store, entries: impl Iterator<Item = Entry>) -> io::Result<u64> {
+    let now = crate::cmd::generic::now_ms() as u64;
+    let mut batch = crate::kv::Batch::default();
+    let mut n = 0;
+    for (k, v, at) in entries {
+        n += 1;
+        if at.is_none_or(|at| at > now) {
+            batch.push_with_expiry(&k, Some(&v), at);
+        }
+    }
+    batch.commit(store).map_err(io::Error::other)?;
+    Ok(n)
+}
+
+/// Put every pair of the dump `r` into `store`, with its expiry; returns
+/// how many pairs the dump holds (a pair that has expired by now is read
+/// but not stored).
 pub fn load(store: &Store, r: &mut impl Read) -> io::Result<u64> {
     let mut head = [0u8; 12];
     r.read_exact(&mut head).map_err(|_| bad("not a daxkv dump (too short)"))?;
@@ -127,20 +152,18 @@ pub fn load(store: &Store, r: &mut impl Read) -> io::Result<u64> {
         return Err(bad("not a daxkv dump (bad magic)"));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-    if version != VERSION {
-        return Err(bad(format!("dump format version {version}, this build reads {VERSION}")));
+    if !(1..=VERSION).contains(&version) {
+        return Err(bad(format!("dump format version {version}, this build reads 1 to {VERSION}")));
     }
     let mut n = 0u64;
     loop {
         match read_frame(r).map_err(|e| bad(format!("{e} (after {n} pairs loaded)")))? {
-            Frame::Pairs(pairs) => {
-                let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = pairs.into_iter().map(|(k, v)| (k, Some(v))).collect();
-                let mut batch = crate::kv::Batch::default();
-                for (k, v) in &ops {
-                    batch.push(k, v.as_deref());
-                }
-                batch.commit(store).map_err(io::Error::other)?;
-                n += ops.len() as u64;
+            Frame::Pairs(pairs) if version == 1 => {
+                n += store_entries(store, pairs.into_iter().map(|(k, v)| (k, v, None)))?;
+            }
+            Frame::Entries(entries) if version >= 2 => n += store_entries(store, entries.into_iter())?,
+            Frame::Pairs(_) | Frame::Entries(_) => {
+                return Err(bad(format!("a frame of another format version (after {n} pairs loaded)")));
             }
             Frame::End(count) => {
                 if count != n {
@@ -149,5 +172,75 @@ pub fn load(store: &Store, r: &mut impl Read) -> io::Result<u64> {
                 return Ok(n);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump_of(version: u32, frames: &[Frame]) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&version.to_le_bytes());
+        for f in frames {
+            write_frame(&mut b, f).unwrap();
+        }
+        b
+    }
+
+    fn store(tag: &str) -> (Store, std::path::PathBuf) {
+        let p = std::path::PathBuf::from(format!("/dev/shm/daxkv-dump-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let s = Store::open(&p, &daxkv::Options::new().pool_size(4 << 20).create_if_missing(true)).unwrap();
+        (s, p)
+    }
+
+    #[test]
+    fn version_1_dumps_load_and_frames_match_their_version() {
+        let (s, p) = store("v1");
+        let v1 = dump_of(1, &[Frame::Pairs(vec![(b"a".to_vec(), b"1".to_vec())]), Frame::End(1)]);
+        assert_eq!(load(&s, &mut &v1[..]).unwrap(), 1);
+        assert_eq!(s.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        // Each version has its own frame of pairs.
+        let mixed = dump_of(2, &[Frame::Pairs(vec![(b"b".to_vec(), b"2".to_vec())]), Frame::End(1)]);
+        assert!(load(&s, &mut &mixed[..]).is_err());
+        let mixed = dump_of(1, &[Frame::Entries(vec![(b"b".to_vec(), b"2".to_vec(), None)]), Frame::End(1)]);
+        assert!(load(&s, &mut &mixed[..]).is_err());
+        assert_eq!(s.get(b"b").unwrap(), None);
+        assert!(load(&s, &mut &dump_of(3, &[Frame::End(0)])[..]).is_err());
+        drop(s);
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn expiries_round_trip_and_expired_pairs_are_not_stored() {
+        let (s, p) = store("v2");
+        let later = 4_102_444_800_000;
+        let d = dump_of(
+            2,
+            &[
+                Frame::Entries(vec![
+                    (b"a".to_vec(), b"1".to_vec(), None),
+                    (b"b".to_vec(), b"2".to_vec(), Some(later)),
+                    (b"c".to_vec(), b"3".to_vec(), Some(1)),
+                ]),
+                Frame::End(3),
+            ],
+        );
+        assert_eq!(load(&s, &mut &d[..]).unwrap(), 3);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.expiry(b"b").unwrap(), Some(Some(later)));
+        let mut out = Vec::new();
+        assert_eq!(dump(&s, &mut out).unwrap(), 2);
+        let want = dump_of(
+            2,
+            &[
+                Frame::Entries(vec![(b"a".to_vec(), b"1".to_vec(), None), (b"b".to_vec(), b"2".to_vec(), Some(later))]),
+                Frame::End(2),
+            ],
+        );
+        assert_eq!(out, want);
+        drop(s);
+        let _ = std::fs::remove_file(p);
     }
 }

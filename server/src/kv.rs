@@ -8,12 +8,26 @@ use daxkv::{Error, MAX_KEY, MAX_VALUE, Store, Tx};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Key-value access, as the commands see it.
+/// Key-value access, as the commands see it. Expiries are milliseconds
+/// since the Unix epoch (`None`: never); a key whose expiry has passed is
+/// absent.
 pub trait Kv {
     /// The value of `key`, with this context's own pending writes applied.
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
-    /// Set `key` to `value`.
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error>;
+    /// When `key` expires: `None` if it is absent, `Some(None)` if never.
+    fn expiry(&mut self, key: &[u8]) -> Result<Option<Option<u64>>, Error>;
+    /// Set `key` to `value`, to expire at `expires`.
+    fn put_with_expiry(&mut self, key: &[u8], value: &[u8], expires: Option<u64>) -> Result<(), Error>;
+    /// Set `key` to `value`, with no expiry (SET, MSET, GETSET).
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.put_with_expiry(key, value, None)
+    }
+    /// Set `key` to `value`, keeping the expiry it has (INCR, APPEND,
+    /// SETRANGE, SET ... KEEPTTL change a value, not its time to live).
+    fn put_keeping_expiry(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let at = self.expiry(key)?.flatten();
+        self.put_with_expiry(key, value, at)
+    }
     /// Remove `key`; whether it was there.
     fn delete(&mut self, key: &[u8]) -> Result<bool, Error>;
     /// Call `f` with the value of `key` (as [`Kv::get`] sees it), borrowed
@@ -38,9 +52,15 @@ impl Kv for TxKv<'_, '_> {
         }
         self.tx.get(key)
     }
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+    fn expiry(&mut self, key: &[u8]) -> Result<Option<Option<u64>>, Error> {
+        if !storable(key) {
+            return Ok(None);
+        }
+        Ok(self.tx.get_with_expiry(key)?.map(|(_, at)| at))
+    }
+    fn put_with_expiry(&mut self, key: &[u8], value: &[u8], expires: Option<u64>) -> Result<(), Error> {
         self.watch.touch(key);
-        self.tx.put(key, value)
+        self.tx.put_with_expiry(key, value, expires)
     }
     fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {
         if !storable(key) {
@@ -100,6 +120,8 @@ struct Op {
     key: (usize, usize),
     /// `usize::MAX` length: a delete.
     value: (usize, usize),
+    /// A put's expiry.
+    expires: Option<u64>,
     /// The previous op whose key has the same hash (`u32::MAX`: none).
     prev: u32,
 }
@@ -151,6 +173,11 @@ impl Batch {
 
     /// Queue a put or delete.
     pub fn push(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.push_with_expiry(key, value, None);
+    }
+
+    /// Queue a put that expires at `expires`, or a delete.
+    pub fn push_with_expiry(&mut self, key: &[u8], value: Option<&[u8]>, expires: Option<u64>) {
         self.bytes += key.len() + value.map_or(0, <[u8]>::len);
         let h = key_hash(key);
         let n = self.ops.len() as u32;
@@ -165,12 +192,12 @@ impl Batch {
             }
             None => (0, DELETE),
         };
-        self.ops.push(Op { key: k, value: v, prev });
+        self.ops.push(Op { key: k, value: v, expires, prev });
     }
 
-    /// The pending value of `key`: `None` if not pending, `Some(None)` if a
-    /// pending delete.
-    pub fn pending(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+    /// The pending value of `key` and its expiry: `None` if not pending,
+    /// `Some(None)` if a pending delete (or a put that has expired since).
+    pub fn pending(&self, key: &[u8]) -> Option<Option<(&[u8], Option<u64>)>> {
         if self.ops.is_empty() {
             return None;
         }
@@ -178,7 +205,8 @@ impl Batch {
         while i != NONE {
             let op = &self.ops[i as usize];
             if self.slice(op.key) == key {
-                return Some(self.value(op));
+                let alive = op.expires.is_none_or(|at| at > crate::cmd::generic::now_ms() as u64);
+                return Some(self.value(op).filter(|_| alive).map(|v| (v, op.expires)));
             }
             i = op.prev;
         }
@@ -195,9 +223,10 @@ impl Batch {
         self.ops.is_empty()
     }
 
-    /// The queued operations, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        self.ops.iter().map(|op| (self.slice(op.key), self.value(op)))
+    /// The queued operations, in order: key, value (`None`: delete) and
+    /// expiry.
+    pub fn iter(&self) -> impl Iterator<Item = daxkv::ExpiringWrite<'_>> {
+        self.ops.iter().map(|op| (self.slice(op.key), self.value(op), op.expires))
     }
 
     /// Forget everything queued.
@@ -217,11 +246,11 @@ impl Batch {
     /// A batch the log cannot hold in one entry is committed one operation
     /// at a time.
     pub fn commit(&mut self, store: &Store) -> Result<(), Error> {
-        let ops: Vec<(&[u8], Option<&[u8]>)> = self.iter().collect();
-        let res = store.write_batch_ref(&ops);
+        let ops: Vec<daxkv::ExpiringWrite> = self.iter().collect();
+        let res = store.write_batch_with_expiry(&ops);
         let res = match res {
-            Err(Error::TooLarge(_)) if self.ops.len() > 1 => self.iter().try_for_each(|(k, v)| match v {
-                Some(v) => store.put(k, v),
+            Err(Error::TooLarge(_)) if self.ops.len() > 1 => self.iter().try_for_each(|(k, v, at)| match v {
+                Some(v) => store.put_with_expiry(k, v, at),
                 None => store.delete(k).map(drop),
             }),
             r => r,
@@ -258,17 +287,27 @@ impl Kv for Batched<'_> {
         }
         if let Some(v) = self.batch.pending(key) {
             self.saw_pending = true;
-            return Ok(f(v));
+            return Ok(f(v.map(|(v, _)| v)));
         }
         match self.store.get_ref(key)? {
             Some(v) => Ok(f(Some(&v))),
             None => Ok(f(None)),
         }
     }
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+    fn expiry(&mut self, key: &[u8]) -> Result<Option<Option<u64>>, Error> {
+        if !storable(key) {
+            return Ok(None);
+        }
+        if let Some(v) = self.batch.pending(key) {
+            self.saw_pending = true;
+            return Ok(v.map(|(_, at)| at));
+        }
+        self.store.expiry(key)
+    }
+    fn put_with_expiry(&mut self, key: &[u8], value: &[u8], expires: Option<u64>) -> Result<(), Error> {
         check_write(key, Some(value))?;
         self.watch.touch(key);
-        self.batch.push(key, Some(value));
+        self.batch.push_with_expiry(key, Some(value), expires);
         Ok(())
     }
     fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {

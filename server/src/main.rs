@@ -489,7 +489,7 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             not_the_pool(&file, &path)?;
             let write = |w: &mut dyn Write| -> Result<(daxkv::SalvageReport, u64), String> {
                 let mut out = daxkv_server::dump::Writer::new(w).map_err(|e| format!("salvage: {e}"))?;
-                let rep = daxkv::salvage(&path, |k, v| out.push(k, v)).map_err(|e| match e {
+                let rep = daxkv::salvage(&path, |k, v, at| out.push(k, v, at)).map_err(|e| match e {
                     daxkv::SalvageError::Pool(e) => pool_error(&path, &e),
                     e => e.to_string(),
                 })?;
@@ -518,6 +518,9 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             eprintln!("daxkv: salvaged {n} pairs from {} {leaves}", rep.leaves);
             if rep.unfinished > 0 {
                 eprintln!("daxkv: {} inserts cut short by a crash (never acknowledged) left out", rep.unfinished);
+            }
+            if rep.expired > 0 {
+                eprintln!("daxkv: {} expired keys left out", rep.expired);
             }
             if rep.is_complete() {
                 Ok(ExitCode::SUCCESS)

@@ -59,6 +59,11 @@ pub fn run(
         workers.push((tx, wwaker, handle));
     }
 
+    let purge = {
+        let sh = shared.clone();
+        std::thread::Builder::new().name("daxkv-expire".into()).spawn(move || purger(&sh))?
+    };
+
     let mut events = Events::with_capacity(64);
     let mut next = 0usize;
     while !shutdown.is_triggered() {
@@ -98,7 +103,40 @@ pub fn run(
         drop(tx);
         let _ = handle.join();
     }
+    let _ = purge.join();
     Ok(())
+}
+
+/// Keys the background purge looks at per step.
+const PURGE_KEYS: usize = 2000;
+/// Time between purge steps.
+const PURGE_EVERY: Duration = Duration::from_millis(100);
+
+/// Remove expired keys in the background until shutdown: every
+/// [`PURGE_EVERY`], the next [`PURGE_KEYS`] keys of a walk through the
+/// whole keyspace (from the start again at its end). A step that removed
+/// more than a quarter of what it looked at is followed by another at once,
+/// as Redis's expiry cycle does. Nothing is walked while no key has an
+/// expiry. (Reads never see an expired key; the purge gives back its
+/// space and takes it out of DBSIZE.)
+fn purger(shared: &Shared) {
+    let mut from = Vec::new();
+    while !shared.shutdown.is_triggered() {
+        if shared.store.stats().keys_with_expiry > 0 {
+            match shared.store.purge_expired(&from, PURGE_KEYS) {
+                Ok(p) => {
+                    shared.counters.expired_keys.fetch_add(p.removed, Ordering::Relaxed);
+                    from = p.next.unwrap_or_default();
+                    if p.removed * 4 > p.examined {
+                        continue;
+                    }
+                }
+                Err(daxkv::Error::Closed) => return,
+                Err(e) => log::warn!("removing expired keys: {e}"),
+            }
+        }
+        std::thread::sleep(PURGE_EVERY);
+    }
 }
 
 fn is_local(peer: &SocketAddr) -> bool {

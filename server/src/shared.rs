@@ -67,6 +67,8 @@ pub struct Counters {
     pub batches: AtomicU64,
     /// Operations committed through batches.
     pub batched_ops: AtomicU64,
+    /// Expired keys removed by the background purge.
+    pub expired_keys: AtomicU64,
 }
 
 const WATCH_SLOTS: usize = 4096;

@@ -39,7 +39,8 @@ fn string_commands() {
     assert_eq!(q::<Option<String>>(&mut c, &[b"SET", b"new", b"4", b"GET"]).unwrap(), None);
     assert_eq!(q::<Option<String>>(&mut c, &[b"SET", b"a", b"5", b"NX", b"GET"]).unwrap().as_deref(), Some("4"));
     assert_eq!(c.get::<_, String>("a").unwrap(), "4");
-    assert!(err(&mut c, &[b"SET", b"a", b"5", b"EX", b"10"]).contains("do not expire"));
+    assert_eq!(q::<String>(&mut c, &[b"SET", b"a", b"4", b"EX", b"1000"]).unwrap(), "OK");
+    assert!((990..=1000).contains(&c.ttl::<_, i64>("a").unwrap()));
     assert_eq!(q::<i64>(&mut c, &[b"SETNX", b"a", b"x"]).unwrap(), 0);
     assert_eq!(q::<i64>(&mut c, &[b"SETNX", b"c", b"x"]).unwrap(), 1);
     assert_eq!(q::<Option<String>>(&mut c, &[b"GETSET", b"c", b"y"]).unwrap().as_deref(), Some("x"));
@@ -151,12 +152,62 @@ fn rename_copy_and_expiry_commands() {
     assert_eq!(c.ttl::<_, i64>("free").unwrap(), -1);
     assert_eq!(c.pttl::<_, i64>("none").unwrap(), -2);
     assert_eq!(c.persist::<_, i64>("free").unwrap(), 0);
-    assert!(err(&mut c, &[b"EXPIRE", b"free", b"60"]).contains("do not expire"));
-    assert!(err(&mut c, &[b"SETEX", b"free", b"60", b"v"]).contains("do not expire"));
-    assert_eq!(c.get::<_, String>("free").unwrap(), "v1", "a refused expiry changes nothing");
+    assert_eq!(c.expire::<_, i64>("free", 60).unwrap(), 1);
+    assert!((50..=60).contains(&c.ttl::<_, i64>("free").unwrap()));
+    assert_eq!(c.get::<_, String>("free").unwrap(), "v1", "an expiry keeps the value");
+    let at = s.store().expiry(b"free").unwrap().flatten().expect("the store keeps the expiry");
+    assert!(at.abs_diff(now_ms() + 60_000) < 10_000, "{at}");
+    assert_eq!(c.persist::<_, i64>("free").unwrap(), 1);
+    assert_eq!(s.store().expiry(b"free").unwrap(), Some(None));
+    // The time left, in the unit asked for (a slow machine may lose a
+    // few seconds between two commands).
+    let _: () = c.set_ex("cache", "c", 100).unwrap();
+    assert!((90..=100).contains(&c.ttl::<_, i64>("cache").unwrap()));
+    assert!((90_000..=100_000).contains(&c.pttl::<_, i64>("cache").unwrap()));
+    assert_eq!(q::<i64>(&mut c, &[b"PEXPIRE", b"cache", b"400000"]).unwrap(), 1);
+    assert!((390..=400).contains(&c.ttl::<_, i64>("cache").unwrap()));
+    let at: i64 = q(&mut c, &[b"PEXPIRETIME", b"cache"]).unwrap();
+    assert!((at - now_ms() as i64 - 400_000).abs() < 10_000, "{at}");
     assert_eq!(c.expire::<_, i64>("none", 60).unwrap(), 0);
     assert_eq!(c.expire_at::<_, i64>("twin", 1).unwrap(), 1, "a time already past deletes");
     assert_eq!(s.store().get(b"twin").unwrap(), None);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A key set with a short time to live is gone for every command once it
+/// passes, and the background purge removes it from DBSIZE and the pool.
+#[test]
+fn keys_expire_and_are_purged() {
+    let s = Server::start();
+    let mut c = s.client();
+    for i in 0..50 {
+        let _: () = c.pset_ex(format!("short{i}"), "v", 200).unwrap();
+    }
+    let _: () = c.set_ex("long", "v", 1000).unwrap();
+    let _: () = c.set("plain", "v").unwrap();
+    assert_eq!(q::<i64>(&mut c, &[b"DBSIZE"]).unwrap(), 52);
+    let info: String = q(&mut c, &[b"INFO", b"keyspace"]).unwrap();
+    assert!(info.contains("db0:keys=52,expires=51,"), "{info}");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(c.get::<_, Option<String>>("short7").unwrap(), None);
+    assert_eq!(c.exists::<_, i64>("short8").unwrap(), 0);
+    assert_eq!(c.ttl::<_, i64>("short9").unwrap(), -2);
+    let keys: Vec<String> = c.keys("*").unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    // The purge runs every 100 ms: wait for it (a deadline, not a timing).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while q::<i64>(&mut c, &[b"DBSIZE"]).unwrap() != 2 {
+        assert!(std::time::Instant::now() < deadline, "expired keys were not purged");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(s.store().len(), 2);
+    assert_eq!(s.store().stats().keys_with_expiry, 1);
+    let info: String = q(&mut c, &[b"INFO", b"stats"]).unwrap();
+    assert!(info.contains("expired_keys:50\r\n"), "{info}");
+    assert!(s.store().check().unwrap().is_ok());
 }
 
 #[test]

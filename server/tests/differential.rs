@@ -3,9 +3,13 @@
 //! right and wrong (arity, options, integers, ranges, transactions, unknown
 //! names), goes to both servers one at a time, and every reply must be
 //! byte for byte the same. Only the documented differences are kept out
-//! of the stream (setting a future expiry, CONFIG SET), along with
+//! of the stream (CONFIG SET, and SET with a time already past, which
+//! Redis 7.0 counts in DBSIZE until its expiry cycle runs), along with
 //! replies that describe the server itself (INFO, CLIENT ID, HELLO,
-//! COMMAND); KEYS replies are compared as sets.
+//! COMMAND); KEYS replies are compared as sets. Future expiries are in the
+//! stream, far enough ahead that no key expires while it runs: absolute
+//! ones are compared exactly, the time left by relative ones only for
+//! being there (it depends on when each server ran the command).
 
 mod common;
 
@@ -131,9 +135,27 @@ fn parse(b: &mut &[u8]) -> Reply {
     }
 }
 
+/// Times in the stream's absolute expiries are past this (ms since the
+/// epoch, 2100-01-01); those of its relative ones are before it.
+const ABSOLUTE_MS: i64 = 4_102_444_800_000;
+
 /// A reply to `cmd` (upper case) with the order Redis leaves unspecified
-/// made canonical: the keys of KEYS and of a one-page SCAN are sorted.
+/// made canonical: the keys of KEYS and of a one-page SCAN are sorted. The
+/// time left (TTL, PTTL), and an expiry time set by a relative time,
+/// depend on the moment each server ran the command: they only count as
+/// a time.
 fn ordered(cmd: &[u8], r: Reply) -> Reply {
+    let int = |r: &Reply| match r {
+        Reply::Line(l) if l.first() == Some(&b':') => std::str::from_utf8(&l[1..]).ok()?.parse::<i64>().ok(),
+        _ => None,
+    };
+    let time = Reply::Line(b"(a time)".to_vec());
+    match (cmd, int(&r)) {
+        (b"TTL" | b"PTTL", Some(n)) if n >= 0 => return time,
+        (b"PEXPIRETIME", Some(n)) if (0..ABSOLUTE_MS).contains(&n) => return time,
+        (b"EXPIRETIME", Some(n)) if (0..ABSOLUTE_MS / 1000).contains(&n) => return time,
+        _ => {}
+    }
     let sort = |mut r: Reply| {
         if let Reply::Array(v) = &mut r {
             v.sort_by_key(|e| format!("{e:?}"));
@@ -285,11 +307,8 @@ fn command(rng: &mut StdRng) -> Vec<Vec<u8>> {
                 c.extend(opts[rng.gen_range(0..opts.len())].iter().map(|a| a.to_vec()));
             }
         }
-        // Documented difference: daxkv keys never expire, so a command that
-        // would set a future expiry is refused there. The stream keeps to
-        // what both answer alike: argument errors, times already past
-        // (the key is deleted), XX and GT against a key without expiry
-        // (0), GETEX without a time or with PERSIST, TTL and PERSIST.
+        // Future times: relative ones a day or more ahead, absolute ones in
+        // 2100 (two of them, for GT and LT to choose between).
         "GETEX" => {
             c.push(k(rng));
             let opts: &[&[&[u8]]] = &[
@@ -309,40 +328,54 @@ fn command(rng: &mut StdRng) -> Vec<Vec<u8>> {
                 &[b"PERSIST", b"EX", b"10"],
                 &[b"EXAT", b"1", b"EXAT", b"2"],
                 &[b"BOGUS"],
+                &[b"EX", b"100000"],
+                &[b"px", b"100000000"],
+                &[b"EXAT", b"4102444800"],
+                &[b"PXAT", b"4102444900123"],
             ];
             c.extend(opts[rng.gen_range(0..opts.len())].iter().map(|a| a.to_vec()));
-            // Not mutated below: a number after a lone EX is a future time.
+            // Not mutated below: a lone EX (or PX) would make a number a
+            // time, and a short one.
             return c;
         }
         "SETEX" | "PSETEX" => {
             c.push(k(rng));
-            let times: &[&[u8]] = &[b"0", b"-5", b"x", b"9223372036854775807", b"1.5"];
+            let times: &[&[u8]] = &[b"0", b"-5", b"x", b"9223372036854775807", b"1.5", b"100000", b"100000000"];
             c.push(times[rng.gen_range(0..times.len())].to_vec());
             c.push(value(rng));
         }
         "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => {
             c.push(k(rng));
-            let times: &[&[u8]] =
-                &[b"-5", b"0", b"x", b"9223372036854775807", b"-9223372036854775808", b"1", b"100", b"1.5"];
-            let t = times[rng.gen_range(0..times.len())];
+            // Absolute times are in seconds for EXPIREAT, ms for PEXPIREAT.
+            let ahead: &[&[u8]] = match name {
+                "EXPIRE" => &[b"100000", b"200000"],
+                "PEXPIRE" => &[b"100000000", b"200000000"],
+                "EXPIREAT" => &[b"4102444800", b"4102444900"],
+                _ => &[b"4102444800123", b"4102444900000", b"9223372036854775807"],
+            };
+            let times: &[&[u8]] = &[b"-5", b"0", b"x", b"9223372036854775807", b"-9223372036854775808", b"1.5", b"1"];
+            let t = if rng.gen_bool(0.6) {
+                ahead[rng.gen_range(0..ahead.len())]
+            } else {
+                times[rng.gen_range(0..times.len())]
+            };
+            // A relative time of 1 would expire during the stream.
+            let t = if matches!(name, "EXPIRE" | "PEXPIRE") && t == b"1" { b"-1" } else { t };
             c.push(t.to_vec());
-            let flags: &[&[u8]] = &[b"NX", b"XX", b"GT", b"LT", b"nx", b"gt", b"BOGUS"];
-            let mut chosen: Vec<&[u8]> =
-                (0..rng.gen_range(0..3)).map(|_| flags[rng.gen_range(0..flags.len())]).collect();
-            // A relative time of 1 or 100, or PEXPIREAT's largest, is in
-            // the future: only with XX or GT (against a key without expiry,
-            // 0 in both), and never mutated below (dropping the flag would
-            // set an expiry).
-            let future = matches!(name, "EXPIRE" | "PEXPIRE") && matches!(t, b"1" | b"100")
-                || name == "PEXPIREAT" && t == b"9223372036854775807";
-            if future {
-                if !chosen.iter().any(|f| f.eq_ignore_ascii_case(b"XX") || f.eq_ignore_ascii_case(b"GT")) {
-                    chosen.push(if rng.gen_bool(0.5) { b"XX" } else { b"gt" });
-                }
-                c.extend(chosen.iter().map(|f| f.to_vec()));
-                return c;
+            // GT and LT would compare two relative times, which land on
+            // the same millisecond in one server and not in the other.
+            let relative = matches!(name, "EXPIRE" | "PEXPIRE") && ahead.contains(&t);
+            let flags: &[&[u8]] = if relative {
+                &[b"NX", b"XX", b"nx", b"BOGUS"]
+            } else {
+                &[b"NX", b"XX", b"GT", b"LT", b"nx", b"gt", b"BOGUS"]
+            };
+            for _ in 0..rng.gen_range(0..3) {
+                c.push(flags[rng.gen_range(0..flags.len())].to_vec());
             }
-            c.extend(chosen.iter().map(|f| f.to_vec()));
+            // Not mutated below: a dropped argument could leave a short
+            // relative time.
+            return c;
         }
         "TOUCH" => {
             for _ in 0..rng.gen_range(1..5) {
@@ -352,9 +385,9 @@ fn command(rng: &mut StdRng) -> Vec<Vec<u8>> {
         "SET" => {
             c.push(k(rng));
             c.push(value(rng));
-            // Expiry options only where both answer alike: the errors.
-            // (A time already past leaves the key absent in both, but
-            // Redis 7.0 counts it in DBSIZE until its expiry cycle runs.)
+            // Expiry options, not a time already past (it leaves the key
+            // absent in both, but Redis 7.0 counts it in DBSIZE until its
+            // expiry cycle runs).
             for _ in 0..rng.gen_range(0..3) {
                 let opts: &[&[&[u8]]] = &[
                     &[b"NX"],
@@ -367,6 +400,10 @@ fn command(rng: &mut StdRng) -> Vec<Vec<u8>> {
                     &[b"EX", b"0"],
                     &[b"EX", b"x"],
                     &[b"PX", b"9223372036854775807"],
+                    &[b"EX", b"100000"],
+                    &[b"PX", b"100000000"],
+                    &[b"EXAT", b"4102444800"],
+                    &[b"pxat", b"4102444900123"],
                 ];
                 c.extend(opts[rng.gen_range(0..opts.len())].iter().map(|a| a.to_vec()));
             }

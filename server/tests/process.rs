@@ -183,6 +183,36 @@ fn scripting_subcommands_and_dump_load() {
     assert!(!cli(&["load", copy.to_str().unwrap(), dump.to_str().unwrap()]).0);
 }
 
+/// Expiries go through `dump`, `salvage` and `load`: a key's time comes
+/// back with it, and a key that has expired is left out.
+#[test]
+fn dump_salvage_and_load_keep_expiries() {
+    let pool = pool_path("expiring");
+    let copy = pool_path("expiring-copy");
+    let dump = PathBuf::from(format!("{}.dump", pool.display()));
+    let _c = Cleanup(vec![pool.clone(), copy.clone(), dump.clone()]);
+    let (ps, cs, ds) = (pool.to_str().unwrap(), copy.to_str().unwrap(), dump.to_str().unwrap());
+    let later = 4_102_444_800_000u64;
+    let opts = daxkv::Options::new().pool_size(8 << 20).create_if_missing(true);
+    let s = daxkv::Store::open(&pool, &opts).unwrap();
+    s.put(b"plain", b"p").unwrap();
+    s.put_with_expiry(b"later", b"l", Some(later)).unwrap();
+    s.put_with_expiry(b"past", b"x", Some(1)).unwrap();
+    s.close().unwrap();
+    for cmd in ["dump", "salvage"] {
+        assert_eq!(status(&[cmd, ps, ds]), 0, "{cmd}");
+        assert!(cli(&["load", cs, ds, "--size", "8M"]).0, "load after {cmd}");
+        let c = daxkv::Store::open(&copy, &daxkv::Options::new()).unwrap();
+        assert_eq!(c.len(), 2, "after {cmd}");
+        assert_eq!(c.expiry(b"plain").unwrap(), Some(None));
+        assert_eq!(c.expiry(b"later").unwrap(), Some(Some(later)));
+        assert_eq!(c.get(b"later").unwrap().as_deref(), Some(&b"l"[..]));
+        assert_eq!(c.expiry(b"past").unwrap(), None);
+        drop(c);
+        std::fs::remove_file(&copy).unwrap();
+    }
+}
+
 /// A pool left by a crash with one slot damaged: open refuses it, `check`
 /// calls it damaged (exit 1) and `get` points to `salvage`, which copies
 /// out every other pair (exit 1: something was left out) without writing

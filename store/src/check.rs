@@ -39,7 +39,7 @@ impl Store {
         let mut keys: Vec<&[u8]> = Vec::with_capacity(leaf::SLOTS);
         let mut cur = self.head;
         let mut n = 0usize;
-        let mut bytes = 0u64;
+        let (mut bytes, mut expiring) = (0u64, 0u64);
         while cur != 0 {
             if !in_heap(cur, LEAF_BYTES as u64) || !cur.is_multiple_of(8) || !seen.insert(cur) {
                 rep.problems.push(format!("leaf chain broken or looping at {cur}"));
@@ -96,6 +96,7 @@ impl Store {
                 }
                 reachable.push(rec);
                 bytes += (k + v) as u64;
+                expiring += u64::from(leaf::record_expires(r, rec));
                 keys.push(key);
             }
             keys.sort_unstable();
@@ -132,6 +133,10 @@ impl Store {
         }
         if bytes != self.stats_bytes() {
             rep.problems.push(format!("{bytes} key+value bytes found, the store counts {}", self.stats_bytes()));
+        }
+        let counted = self.expiring.load(std::sync::atomic::Ordering::Relaxed);
+        if expiring as i64 != counted {
+            rep.problems.push(format!("{expiring} keys with an expiry found, the store counts {counted}"));
         }
         if let Err(e) = self.heap.audit(reachable) {
             rep.problems.push(format!("allocator: {e}"));

@@ -35,13 +35,14 @@ impl Store {
         let head = leaves.iter().find(|l| l.off == self.head).expect("the head leaf is always in the index").clone();
         // Every record with its key's hash (for the point cache).
         let mut recs: Vec<(u32, u64)> = Vec::new();
-        let mut bytes = 0i64;
+        let (mut bytes, mut expiring) = (0i64, 0i64);
         for l in &leaves {
             for i in leaf::live(leaf::bitmap(r, l.off)) {
                 let rec = leaf::slot(r, l.off, i);
                 let key = leaf::record_key(r, rec);
                 each(key);
                 bytes += leaf::record_lens(r, rec).map_or(0, |(k, v)| (k + v) as i64);
+                expiring += i64::from(leaf::record_expires(r, rec));
                 recs.push((leaf::key_hash(key), rec));
             }
         }
@@ -88,6 +89,7 @@ impl Store {
         let n = recs.len() as u64;
         self.keys.fetch_sub(n as i64, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.expiring.fetch_sub(expiring, Ordering::Relaxed);
         unlock_all();
         durable?;
         // Records may still be read by pinned readers; a leaf is validated

@@ -11,7 +11,8 @@
 //!  88  clean u64 (1 = closed cleanly)
 //!  96  snapshot offset u64   104  snapshot length u64
 //! 112  keys u64              120  value+key bytes u64
-//! 128  recoveries u64        136..252 zero
+//! 128  recoveries u64       136  keys with an expiry u64
+//! 144..252 zero
 //! 252  crc32c of bytes 0..252
 //! ```
 //!
@@ -54,6 +55,9 @@ pub(crate) struct Superblock {
     pub keys: u64,
     pub bytes: u64,
     pub recoveries: u64,
+    /// Keys whose record carries an expiry (valid when clean; zero in a
+    /// version 2 superblock, which is right: it had none).
+    pub expiring: u64,
 }
 
 fn put(b: &mut [u8], at: usize, v: u64) {
@@ -83,6 +87,7 @@ impl Superblock {
         put(&mut b, 112, self.keys);
         put(&mut b, 120, self.bytes);
         put(&mut b, 128, self.recoveries);
+        put(&mut b, 136, self.expiring);
         let crc = crc32c::crc32c(&b[..252]);
         b[252..256].copy_from_slice(&crc.to_le_bytes());
         b
@@ -126,6 +131,7 @@ impl Superblock {
             keys: get(b, 112),
             bytes: get(b, 120),
             recoveries: get(b, 128),
+            expiring: get(b, 136),
         })
     }
 

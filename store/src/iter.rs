@@ -261,11 +261,18 @@ impl Iter<'_> {
     /// record from being reused meanwhile. Interleaves with `next`.
     /// Expired keys are skipped.
     pub fn next_ref(&mut self) -> Option<(&[u8], &[u8])> {
+        self.next_with_expiry().map(|(k, v, _)| (k, v))
+    }
+
+    /// [`Iter::next_ref`] with the key's expiry (milliseconds since the
+    /// Unix epoch, `None`: never).
+    pub fn next_with_expiry(&mut self) -> Option<(&[u8], &[u8], Option<u64>)> {
         let r = &*self.store.region;
         loop {
             let rec = self.next_record()?;
-            if leaf::record_alive(r, rec) {
-                return Some((leaf::record_key(r, rec), leaf::record_value(r, rec)));
+            let at = leaf::record_expiry(r, rec);
+            if at.is_none_or(|at| at > crate::store::now_ms()) {
+                return Some((leaf::record_key(r, rec), leaf::record_value(r, rec), at));
             }
         }
     }

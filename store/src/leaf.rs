@@ -393,6 +393,12 @@ pub(crate) fn record_size(r: &Region, rec: u64) -> Option<u64> {
     record_shape(r, rec).map(|(k, v, e)| REC_HEADER + (k + v) as u64 + if e { EXPIRY_BYTES } else { 0 })
 }
 
+/// Whether the record carries an expiry (reads only its header word).
+#[inline]
+pub(crate) fn record_expires(r: &Region, rec: u64) -> bool {
+    record_shape(r, rec).is_some_and(|(_, _, e)| e)
+}
+
 /// When the record expires, in milliseconds since the Unix epoch (`None`:
 /// never, or lengths that do not fit as for [`record_lens`]).
 #[inline]

@@ -7,7 +7,10 @@
 //! (`daxkv-alloc`). Every write that returns `Ok` is durable under the
 //! pool's persistence backend (see [`Persistence`]). Gets look in a
 //! volatile point cache (key hash → record; [`Options::point_cache`])
-//! before the tree; it is rebuilt by use after every open.
+//! before the tree; it is rebuilt by use after every open. A key may be
+//! given an expiry ([`Store::put_with_expiry`]): once it passes, the key
+//! is absent to every read, until [`Store::purge_expired`] or a write
+//! removes its record.
 //!
 //! ```
 //! use daxkv::{Options, Store};

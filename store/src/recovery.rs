@@ -11,7 +11,7 @@ use crate::error::PoolError;
 use crate::format::{self, Superblock};
 use crate::index::{Index, LeafRef};
 use crate::leaf::{self, LEAF_BYTES};
-use crate::store::Store;
+use crate::store::{Counts, Store};
 use daxkv_alloc::{Heap, Region};
 use daxkv_log::Log;
 use std::collections::HashSet;
@@ -90,11 +90,11 @@ pub(crate) fn open(region: Arc<Region>, path: &Path, verify: bool) -> Result<Sto
         "{}: recovered after a crash: {} log entries replayed, {} keys, {} unfinished inserts dropped; {}",
         path.display(),
         entries.len(),
-        walk.keys,
+        walk.counts.keys,
         walk.dropped,
         region.persist_info()
     );
-    let mut store = Store::assemble(region, heap, log, index, sb, walk.keys, walk.bytes, false, path);
+    let mut store = Store::assemble(region, heap, log, index, sb, walk.counts, false, path);
     store.dropped_at_recovery = walk.dropped;
     // With `verify`, the check follows the recovery, which had to run first.
     if verify { verified(store, path, &[]) } else { Ok(store) }
@@ -115,8 +115,7 @@ fn verified(store: Store, path: &Path, also_live: &[u64]) -> Result<Store, PoolE
 
 struct Walk {
     leaves: Vec<Arc<LeafRef>>,
-    keys: u64,
-    bytes: u64,
+    counts: Counts,
     /// Live slots whose record was not whole (inserts cut short).
     dropped: u64,
 }
@@ -188,7 +187,7 @@ fn walk(region: &Arc<Region>, sb: &Superblock) -> Result<(Walk, Heap), PoolError
     // Damage the scans met comes first, as it would in one pass.
     let parts: Vec<Part> = parts?;
     let heap = heap?;
-    let mut w = Walk { leaves: Vec::new(), keys: 0, bytes: 0, dropped: 0 };
+    let mut w = Walk { leaves: Vec::new(), counts: Counts::default(), dropped: 0 };
     // Whether a bitmap or fingerprint was repaired (drained once, at the end).
     let mut dirty = false;
     let mut prev: Option<u64> = None;
@@ -216,8 +215,9 @@ fn walk(region: &Arc<Region>, sb: &Superblock) -> Result<(Walk, Heap), PoolError
         r.drain()?;
     }
     for p in &parts {
-        w.keys += p.keys;
-        w.bytes += p.bytes;
+        w.counts.keys += p.counts.keys;
+        w.counts.bytes += p.counts.bytes;
+        w.counts.expiring += p.counts.expiring;
         w.dropped += p.dropped;
     }
     for pair in w.leaves.windows(2) {
@@ -268,8 +268,7 @@ struct Scanned {
 /// What the record pass found in a run of leaves.
 struct Part {
     leaves: Vec<Scanned>,
-    keys: u64,
-    bytes: u64,
+    counts: Counts,
     dropped: u64,
 }
 
@@ -281,7 +280,7 @@ const LEAVES_PER_BATCH: usize = 64;
 
 /// Check the live records of `run` (read-only).
 fn scan(r: &Region, sb: &Superblock, run: &[u64], emit: &mut dyn FnMut(Vec<u64>)) -> Result<Part, PoolError> {
-    let mut p = Part { leaves: Vec::with_capacity(run.len()), keys: 0, bytes: 0, dropped: 0 };
+    let mut p = Part { leaves: Vec::with_capacity(run.len()), counts: Counts::default(), dropped: 0 };
     // Blocks reachable from the leaves scanned since the last batch.
     let mut batch = Vec::new();
     // Two leaves ahead, start the leaf's misses; one ahead, its records'
@@ -351,8 +350,9 @@ fn scan(r: &Region, sb: &Superblock, run: &[u64], emit: &mut dyn FnMut(Vec<u64>)
                 min = Some(key);
             }
             batch.push(rec);
-            p.keys += 1;
-            p.bytes += (k + v) as u64;
+            p.counts.keys += 1;
+            p.counts.bytes += (k + v) as u64;
+            p.counts.expiring += u64::from(leaf::record_expires(r, rec));
         }
         if kept != 0 || cur == sb.head_leaf {
             batch.push(cur);
@@ -388,18 +388,19 @@ fn open_clean(
         }
     };
     let index = Index::build(leaves);
-    let (snap_off, keys, bytes) = (sb.snapshot_off, sb.keys, sb.bytes);
+    let snap_off = sb.snapshot_off;
+    let counts = Counts { keys: sb.keys, bytes: sb.bytes, expiring: sb.expiring };
     sb.clean = false;
     sb.snapshot_off = 0;
     sb.snapshot_len = 0;
-    let mut store = Store::assemble(region.clone(), heap, log, index, *sb, keys, bytes, true, path);
+    let mut store = Store::assemble(region.clone(), heap, log, index, *sb, counts, true, path);
     if verify {
         // Before the first write: a pool refused here is left as it was.
         store = verified(store, path, &[snap_off])?;
     }
     sb.write(region)?;
     let _ = store.heap.free(snap_off);
-    log::info!("{}: opened after a clean close: {keys} keys; {}", path.display(), region.persist_info());
+    log::info!("{}: opened after a clean close: {} keys; {}", path.display(), counts.keys, region.persist_info());
     Ok(Ok(store))
 }
 
@@ -477,6 +478,7 @@ pub(crate) fn save_clean(s: &Store) -> Result<(), crate::Error> {
     sb.snapshot_len = b.len() as u64;
     sb.keys = s.len();
     sb.bytes = s.stats_bytes();
+    sb.expiring = s.expiring.load(std::sync::atomic::Ordering::Relaxed).max(0) as u64;
     sb.recoveries = s.recoveries.load(std::sync::atomic::Ordering::Relaxed);
     sb.write(&s.region)?;
     Ok(())

@@ -30,6 +30,8 @@ pub struct SalvageReport {
     pub keys: u64,
     /// Their key and value bytes.
     pub bytes: u64,
+    /// Keys left out because they had expired (not damage).
+    pub expired: u64,
     /// Live slots naming a record that an insert cut short by a crash
     /// never finished (never acknowledged: recovery drops them too).
     pub unfinished: u64,
@@ -101,14 +103,16 @@ impl Fault {
     }
 }
 
-/// Hand every intact pair of the pool at `path` to `each`, in key order
+/// Hand every intact pair of the pool at `path` to `each`, with its expiry
+/// (milliseconds since the Unix epoch, `None`: never), in key order
 /// (unless the damage put leaves out of order, which the report says),
-/// and report what was left out and why. The pool is opened and mapped
+/// and report what was left out and why. Keys that have expired are left
+/// out and counted. The pool is opened and mapped
 /// read-only (so read-only media do), under a shared lock: a pool a store
 /// holds open is refused as locked.
 pub fn salvage(
     path: impl AsRef<Path>,
-    each: impl FnMut(&[u8], &[u8]) -> std::io::Result<()>,
+    each: impl FnMut(&[u8], &[u8], Option<u64>) -> std::io::Result<()>,
 ) -> Result<SalvageReport, SalvageError> {
     let path = path.as_ref();
     let region = Region::open_read_only(path, HEADER_BYTES).map_err(PoolError::from)?;
@@ -119,10 +123,12 @@ pub fn salvage(
 pub fn salvage_region(
     r: &Region,
     path: &Path,
-    mut each: impl FnMut(&[u8], &[u8]) -> std::io::Result<()>,
+    mut each: impl FnMut(&[u8], &[u8], Option<u64>) -> std::io::Result<()>,
 ) -> Result<SalvageReport, SalvageError> {
     let (sb, damaged) = format::read(r, path)?;
     let mut rep = SalvageReport::default();
+    // Keys that expired before the salvage began are left out.
+    let now = crate::store::now_ms();
     if let Some(copy) = damaged {
         rep.notes.push(format!("superblock copy {copy} is torn or damaged; read the other"));
     }
@@ -224,7 +230,7 @@ pub fn salvage_region(
         }
         let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         rep.leaves += 1;
-        let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(SLOTS);
+        let mut pairs: Vec<(&[u8], &[u8], Option<u64>)> = Vec::with_capacity(SLOTS);
         let mut unfinished: Vec<usize> = Vec::new();
         for i in leaf::live(word(0)) {
             let slot = word(80 + 8 * i);
@@ -250,7 +256,7 @@ pub fn salvage_region(
                 _ => false,
             };
             match fault {
-                None => pairs.push((leaf::record_key(r, rec), leaf::record_value(r, rec))),
+                None => pairs.push((leaf::record_key(r, rec), leaf::record_value(r, rec), leaf::record_expiry(r, rec))),
                 Some(_) if cut_short => unfinished.push(i),
                 Some(f) => rep.problems.push(format!("leaf {cur} slot {i}: record at {rec} {}; left out", f.what())),
             }
@@ -281,20 +287,28 @@ pub fn salvage_region(
                 "leaf {cur}: keys out of order with the leaves before it (a later copy of a key wins on load)"
             ));
         }
-        for &(k, v) in &pairs {
-            each(k, v).map_err(SalvageError::Output)?;
+        for &(k, v, at) in &pairs {
+            if at.is_some_and(|at| at <= now) {
+                rep.expired += 1;
+                continue;
+            }
+            each(k, v, at).map_err(SalvageError::Output)?;
             rep.keys += 1;
             rep.bytes += (k.len() + v.len()) as u64;
         }
-        if let Some(&(k, _)) = pairs.last()
+        if let Some(&(k, _, _)) = pairs.last()
             && last.as_deref().is_none_or(|prev| k > prev)
         {
             last = Some(k.to_vec());
         }
         cur = word(8);
     }
-    if sb.clean && rep.keys != sb.keys && rep.problems.is_empty() {
-        rep.problems.push(format!("the pool held {} keys at its clean close; {} found", sb.keys, rep.keys));
+    if sb.clean && rep.keys + rep.expired != sb.keys && rep.problems.is_empty() {
+        rep.problems.push(format!(
+            "the pool held {} keys at its clean close; {} found",
+            sb.keys,
+            rep.keys + rep.expired
+        ));
     }
     Ok(rep)
 }

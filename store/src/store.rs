@@ -34,6 +34,8 @@ pub struct Store {
     pub(crate) sb: parking_lot::Mutex<Superblock>,
     pub(crate) keys: AtomicI64,
     pub(crate) bytes: AtomicI64,
+    /// Keys whose record carries an expiry (expired or not).
+    pub(crate) expiring: AtomicI64,
     pub(crate) recoveries: AtomicU64,
     /// Leaves merged away (emptied or under-full) since open.
     pub(crate) merges: AtomicU64,
@@ -116,10 +118,12 @@ impl AsRef<[u8]> for ValueRef<'_> {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Keys stored.
+    /// Keys stored (expired keys not yet removed included).
     pub keys: u64,
     /// Bytes of keys plus values stored.
     pub bytes: u64,
+    /// Keys stored with an expiry (expired ones not yet removed included).
+    pub keys_with_expiry: u64,
     /// Size of the pool file.
     pub pool_size: u64,
     /// Bytes of the heap area.
@@ -191,6 +195,16 @@ pub(crate) fn check_value(v: &[u8]) -> Result<()> {
         return Err(Error::ValueTooLarge { len: v.len(), max: MAX_VALUE });
     }
     Ok(())
+}
+
+/// What the store counts of its keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub keys: u64,
+    /// Key and value bytes.
+    pub bytes: u64,
+    /// Keys whose record carries an expiry.
+    pub expiring: u64,
 }
 
 /// Where a key is in a locked leaf.
@@ -304,7 +318,7 @@ impl Store {
         sb.write(&region)?;
         let index = Index::build(vec![LeafRef::new(head, Arc::from(&b""[..]))]);
         log::info!("{}: created pool of {pool_size} bytes; {}", path.display(), region.persist_info());
-        Ok(Store::assemble(region, heap, log, index, sb, 0, 0, false, path))
+        Ok(Store::assemble(region, heap, log, index, sb, Counts::default(), false, path))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -314,8 +328,7 @@ impl Store {
         log: Log,
         index: Index,
         sb: Superblock,
-        keys: u64,
-        bytes: u64,
+        counts: Counts,
         opened_clean: bool,
         path: &Path,
     ) -> Store {
@@ -331,8 +344,9 @@ impl Store {
             dropped_at_recovery: 0,
             hot: Hot::off(),
             sb: parking_lot::Mutex::new(sb),
-            keys: AtomicI64::new(keys as i64),
-            bytes: AtomicI64::new(bytes as i64),
+            keys: AtomicI64::new(counts.keys as i64),
+            bytes: AtomicI64::new(counts.bytes as i64),
+            expiring: AtomicI64::new(counts.expiring as i64),
             opened_clean,
             closed: AtomicBool::new(false),
             path: path.to_path_buf(),
@@ -394,7 +408,8 @@ impl Store {
         &self.path
     }
 
-    /// Number of keys.
+    /// Number of keys, counting expired keys not yet removed (see
+    /// [`Store::purge_expired`]).
     pub fn len(&self) -> u64 {
         self.keys.load(Ordering::Relaxed).max(0) as u64
     }
@@ -698,11 +713,11 @@ impl Store {
         // Counted as a new key now, while no write-back is in flight (a
         // fetch-add after the record's stores would wait for them);
         // `put_locked` corrects the counts for a replacement or a failure.
-        self.count(key.len() + value.len(), 1);
+        self.count(key.len() + value.len(), 1, expires.is_some());
         let (rec, untouched) = match self.new_record(key, h, value, expires) {
             Ok(r) => r,
             Err(e) => {
-                self.count(key.len() + value.len(), -1);
+                self.count(key.len() + value.len(), -1, expires.is_some());
                 leaf.unlock();
                 return Err(e);
             }
@@ -710,11 +725,15 @@ impl Store {
         self.put_locked(leaf, key, value.len(), rec, untouched, h)
     }
 
-    /// Count one key of `bytes` bytes in (`sign` 1) or out (`sign` -1).
+    /// Count one key of `bytes` bytes, with an expiry or not, in (`sign`
+    /// 1) or out (`sign` -1).
     #[inline]
-    fn count(&self, bytes: usize, sign: i64) {
+    fn count(&self, bytes: usize, sign: i64, expires: bool) {
         self.keys.fetch_add(sign, Ordering::Relaxed);
         self.bytes.fetch_add(sign * bytes as i64, Ordering::Relaxed);
+        if expires {
+            self.expiring.fetch_add(sign, Ordering::Relaxed);
+        }
     }
 
     /// Insert or replace with the record `rec` (key hash `h`) in the locked
@@ -740,8 +759,10 @@ impl Store {
         let fp = leaf::fingerprint_of(h);
         let unpublished = |leaf: &LeafRef, e: Error| {
             leaf.unlock();
+            // Read before the block is freed: the failure path only.
+            let expires = leaf::record_expires(r, rec);
             let _ = self.heap.free(rec);
-            self.count(key.len() + vlen, -1);
+            self.count(key.len() + vlen, -1, expires);
             Err(e)
         };
         loop {
@@ -817,7 +838,7 @@ impl Store {
             if let Some(o) = old {
                 // Counted as a new key: it replaced one.
                 let ov = leaf::record_lens(r, o.rec).map_or(0, |(_, v)| v);
-                self.count(key.len() + ov, -1);
+                self.count(key.len() + ov, -1, leaf::record_expires(r, o.rec));
                 let _ = self.heap.retire(o.rec);
             }
             return d.map_err(Error::from);
@@ -865,6 +886,9 @@ impl Store {
         }
         let klen = key.len() as i64;
         let vlen = leaf::record_lens(r, f.rec).map_or(0, |(_, v)| v as i64);
+        if leaf::record_expires(r, f.rec) {
+            self.expiring.fetch_sub(1, Ordering::Relaxed);
+        }
         if nb.count_ones() <= MERGE_AT {
             self.merge_underfull(&leaf);
         }
@@ -1063,6 +1087,7 @@ impl Store {
         let info = self.region.persist_info();
         Stats {
             keys: self.len(),
+            keys_with_expiry: self.expiring.load(Ordering::Relaxed).max(0) as u64,
             bytes: self.bytes.load(Ordering::Relaxed).max(0) as u64,
             pool_size: self.region.len(),
             heap_bytes: h.heap_bytes,

@@ -131,6 +131,8 @@ struct Planned<'k> {
     /// `rec`'s block was untouched (zero on media) when allocated.
     untouched: bool,
     vlen: usize,
+    /// The new record carries an expiry.
+    expires: bool,
 }
 
 impl Store {
@@ -218,7 +220,8 @@ impl Store {
             let h = leaf::key_hash(k);
             // The point cache's line, which the commit updates at its end.
             self.hot.prefetch(h);
-            plan.push(Planned { h, fp: leaf::fingerprint_of(h), key: k, rec, untouched, vlen });
+            let expires = v.is_some_and(|(_, at)| at.is_some());
+            plan.push(Planned { h, fp: leaf::fingerprint_of(h), key: k, rec, untouched, vlen, expires });
         }
         for (p, &(_, v)) in plan.iter().zip(writes) {
             if let (Some(rec), Some((v, at))) = (p.rec, v) {
@@ -305,7 +308,7 @@ impl Store {
             let mut created: Vec<(u64, Arc<[u8]>)> = Vec::new();
             let mut one_drain = vec![false; leaves.len()];
             let mut old_recs = Vec::new();
-            let (mut dkeys, mut dbytes) = (0i64, 0i64);
+            let (mut dkeys, mut dbytes, mut dexp) = (0i64, 0i64, 0i64);
             // Stop writing: `None` to retry after a split, `Some` to fail.
             let mut failed: Option<Option<Error>> = None;
             // The plan's entries grouped by leaf, in key order within each
@@ -346,6 +349,7 @@ impl Store {
                             let ov = leaf::record_lens(r, f.rec).map_or(0, |(_, v)| v as i64);
                             dkeys -= 1;
                             dbytes -= p.key.len() as i64 + ov;
+                            dexp -= i64::from(leaf::record_expires(r, f.rec));
                             old_recs.push((p.h, f.rec));
                         }
                         if let Some(rec) = p.rec {
@@ -363,6 +367,7 @@ impl Store {
                             newbits[i] |= 1 << j;
                             dkeys += 1;
                             dbytes += (p.key.len() + p.vlen) as i64;
+                            dexp += i64::from(p.expires);
                         }
                     }
                     one_drain[i] &= !replaced;
@@ -383,12 +388,14 @@ impl Store {
                         let ov = leaf::record_lens(r, orec).map_or(0, |(_, v)| v as i64);
                         dkeys -= 1;
                         dbytes -= p.key.len() as i64 + ov;
+                        dexp -= i64::from(leaf::record_expires(r, orec));
                         old_recs.push((p.h, orec));
                     }
                     if let Some(rec) = p.rec {
                         fin.insert(p.key.to_vec(), (rec, p.fp, None));
                         dkeys += 1;
                         dbytes += (p.key.len() + p.vlen) as i64;
+                        dexp += i64::from(p.expires);
                     }
                 }
                 let entries: Vec<Final> = fin.into_iter().collect();
@@ -528,6 +535,7 @@ impl Store {
             }
             self.keys.fetch_add(dkeys, Ordering::Relaxed);
             self.bytes.fetch_add(dbytes, Ordering::Relaxed);
+            self.expiring.fetch_add(dexp, Ordering::Relaxed);
             return Ok(());
         }
     }

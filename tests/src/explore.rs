@@ -3,7 +3,7 @@
 //! oracle. Some images are recovered on a simulator of their own, so that
 //! crashes during recovery are explored too (nested crashes).
 
-use crate::workload::{Kind, Model, Op, generate};
+use crate::workload::{Kind, Model, Op, generate, observed};
 use daxkv::{Backend, PersistOptions, Region, Store};
 use daxkv_alloc::sim::{CrashPoint, ImageDesc, SimConfig, Site};
 use std::collections::HashSet;
@@ -164,7 +164,12 @@ fn state_hash(m: &Model) -> u64 {
 }
 
 fn contents(s: &Store) -> Result<Model, String> {
-    s.iter().map(|kv| kv.map_err(|e| e.to_string())).collect()
+    let mut m = Model::new();
+    let mut it = s.iter();
+    while let Some((k, v, at)) = it.next_with_expiry() {
+        m.insert(k.to_vec(), observed(v, at));
+    }
+    Ok(m)
 }
 
 /// Recover `region` and hold it to the oracle: the state before or after
@@ -175,8 +180,8 @@ fn contents(s: &Store) -> Result<Model, String> {
 fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) -> Result<Model, String> {
     let mut salvaged = Model::new();
     let salvage = salvage.then(|| {
-        daxkv::salvage_region(&region, std::path::Path::new("crash image"), |k, v| {
-            salvaged.insert(k.to_vec(), v.to_vec());
+        daxkv::salvage_region(&region, std::path::Path::new("crash image"), |k, v, at| {
+            salvaged.insert(k.to_vec(), observed(v, at));
             Ok(())
         })
     });

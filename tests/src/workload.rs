@@ -4,14 +4,33 @@ use daxkv::{Error, Store};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::BTreeMap;
 
-/// The model of a store: a sorted map.
+/// The model of a store: a sorted map from each key to what a reader
+/// observes of it ([`observed`]).
 pub type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// An expiry far ahead: never reached while a workload runs.
+pub const LATER: u64 = 4_000_000_000_000;
+/// An expiry long past: the key is absent as soon as it is written.
+pub const PAST: u64 = 1;
+
+/// What a reader observes of a key: its value, then, if it has an expiry,
+/// a marker and the expiry (so the model checks expiries too).
+pub fn observed(value: &[u8], expires: Option<u64>) -> Vec<u8> {
+    let mut v = value.to_vec();
+    if let Some(at) = expires {
+        v.extend_from_slice(b"\0expires:");
+        v.extend_from_slice(&at.to_le_bytes());
+    }
+    v
+}
 
 /// One operation of a workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Put a key.
     Put(Vec<u8>, Vec<u8>),
+    /// Put a key that expires at the given time ([`LATER`] or [`PAST`]).
+    PutExpiring(Vec<u8>, Vec<u8>, u64),
     /// Delete a key.
     Delete(Vec<u8>),
     /// Compare-and-swap: expected value (None = absent), new value (None = delete).
@@ -30,6 +49,7 @@ impl Op {
         let k = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
         match self {
             Op::Put(key, v) => format!("put {} ({} B)", k(key), v.len()),
+            Op::PutExpiring(key, v, at) => format!("put {} ({} B) expiring at {at}", k(key), v.len()),
             Op::Delete(key) => format!("delete {}", k(key)),
             Op::Cas(key, _, _) => format!("cas {}", k(key)),
             Op::Tx(w) => format!("transaction of {}", w.len()),
@@ -48,6 +68,7 @@ impl Op {
         };
         match self {
             Op::Put(k, v) => full(store.put(k, v)),
+            Op::PutExpiring(k, v, at) => full(store.put_with_expiry(k, v, Some(*at))),
             Op::Delete(k) => store.delete(k).map(|_| true),
             Op::Cas(k, e, n) => match store.compare_and_swap(k, e.as_deref(), n.as_deref()) {
                 Ok(r) => Ok(r.is_ok()),
@@ -78,6 +99,13 @@ impl Op {
         match self {
             Op::Put(k, v) => {
                 m.insert(k.clone(), v.clone());
+            }
+            // (Workloads use only times far ahead or long past.)
+            Op::PutExpiring(k, _, PAST) => {
+                m.remove(k);
+            }
+            Op::PutExpiring(k, v, at) => {
+                m.insert(k.clone(), observed(v, Some(*at)));
             }
             Op::Delete(k) => {
                 m.remove(k);
@@ -177,7 +205,16 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
     for i in 0..n {
         let op = match kind {
             Kind::Mixed => match rng.gen_range(0..100) {
-                0..=40 => Op::Put(key(&mut rng, 500), val(&mut rng, false)),
+                0..=36 => Op::Put(key(&mut rng, 500), val(&mut rng, false)),
+                // An expiry ends the record (in each of its layouts); one
+                // long past leaves a record that reads as absent.
+                37..=40 => {
+                    let at = if rng.gen_bool(0.5) { LATER } else { PAST };
+                    // Small, medium and large records are laid out apart.
+                    let len = [rng.gen_range(0..200), rng.gen_range(300..4000), rng.gen_range(4097..9000)];
+                    let v = vec![rng.r#gen(); len[rng.gen_range(0..3)]];
+                    Op::PutExpiring(key(&mut rng, 500), v, at)
+                }
                 // A long key (several cache lines) with a large value: the
                 // record's header and key are copied apart from its value.
                 41..=44 => {

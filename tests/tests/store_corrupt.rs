@@ -186,7 +186,7 @@ type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 fn salvaged(path: &Path, h: &History) -> (Pairs, Result<SalvageReport, String>) {
     let before = std::fs::read(path).unwrap();
     let mut pairs = Vec::new();
-    let rep = daxkv::salvage(path, |k, v| {
+    let rep = daxkv::salvage(path, |k, v, _| {
         assert!(h.ever.contains(&(k.to_vec(), v.to_vec())), "salvage handed over {k:?} with a value never written");
         pairs.push((k.to_vec(), v.to_vec()));
         Ok(())

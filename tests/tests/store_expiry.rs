@@ -65,7 +65,11 @@ fn an_expired_key_is_absent_to_every_read() {
     assert_eq!(s.len(), 5);
     assert!(!s.delete(b"f").unwrap());
     assert_eq!(s.len(), 4);
+    // b (later) only: c, f deleted; e replaced without an expiry.
+    assert_eq!(s.stats().keys_with_expiry, 1);
     assert!(s.check().unwrap().is_ok());
+    s.clear().unwrap();
+    assert_eq!(s.stats().keys_with_expiry, 0);
 }
 
 #[test]
@@ -132,6 +136,7 @@ fn batches_and_transactions_carry_expiries() {
     assert_eq!(s.expiry(b"d").unwrap(), Some(Some(LATER)));
     assert_eq!(s.get(b"e").unwrap(), None);
     assert_eq!(s.len(), 5);
+    assert_eq!(s.stats().keys_with_expiry, 4);
     assert!(s.check().unwrap().is_ok());
 }
 
@@ -169,6 +174,7 @@ fn purge_removes_only_expired_keys() {
     assert_eq!(examined, u64::from(n));
     assert_eq!(calls, u64::from(n).div_ceil(700));
     assert_eq!(s.len(), u64::from(n) - expired);
+    assert_eq!(s.stats().keys_with_expiry, (0..n).filter(|i| i % 3 == 1).count() as u64);
     for i in 0..n {
         let v = s.get(format!("key{i:05}").as_bytes()).unwrap();
         assert_eq!(v.is_some(), i % 3 != 2, "key{i:05}");
@@ -201,6 +207,7 @@ fn verify(s: &Store) {
         assert_eq!(s.get(format!("plain{i}").as_bytes()).unwrap(), Some(v));
     }
     assert_eq!(s.len(), 3 * sizes().len() as u64);
+    assert_eq!(s.stats().keys_with_expiry, 2 * sizes().len() as u64);
     // `check` verifies every record's checksum, expiry included.
     let rep = s.check().unwrap();
     assert!(rep.is_ok(), "{:?}", rep.problems);

@@ -32,7 +32,7 @@ fn pool(path: &Path, crashed: bool) -> Model {
 
 fn salvage(path: &Path) -> (Model, SalvageReport) {
     let mut got = Model::new();
-    let rep = daxkv::salvage(path, |k, v| {
+    let rep = daxkv::salvage(path, |k, v, _| {
         got.insert(k.to_vec(), v.to_vec());
         Ok(())
     })

@@ -443,7 +443,7 @@ fn info(ctx: &Ctx<'_>, argv: &[&[u8]]) -> String {
     if want("stats") {
         let _ = write!(
             t,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ndaxkv_write_batches:{}\r\ndaxkv_batched_writes:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nexpired_keys:{}\r\ndaxkv_write_batches:{}\r\ndaxkv_batched_writes:{}\r\n\r\n",
             c.connections.load(Ordering::Relaxed),
             c.commands.load(Ordering::Relaxed),
             c.rejected.load(Ordering::Relaxed),
@@ -451,6 +451,7 @@ fn info(ctx: &Ctx<'_>, argv: &[&[u8]]) -> String {
             c.net_out.load(Ordering::Relaxed),
             c.hits.load(Ordering::Relaxed),
             c.misses.load(Ordering::Relaxed),
+            c.expired_keys.load(Ordering::Relaxed),
             c.batches.load(Ordering::Relaxed),
             c.batched_ops.load(Ordering::Relaxed),
         );
@@ -459,7 +460,7 @@ fn info(ctx: &Ctx<'_>, argv: &[&[u8]]) -> String {
         t.push_str("# Keyspace\r\n");
         let n = sh.store.len();
         if n > 0 {
-            let _ = write!(t, "db0:keys={n},expires=0,avg_ttl=0\r\n");
+            let _ = write!(t, "db0:keys={n},expires={},avg_ttl=0\r\n", st.keys_with_expiry);
         }
         t.push_str("\r\n");
     }

@@ -3,12 +3,11 @@
 //! against [`Kv`] like the string commands, so they run the same in a
 //! pipeline, in a one-command transaction and inside MULTI/EXEC.
 //!
-//! daxkv keys never expire. Where Redis's answer for a key without a time
-//! to live is all the command can say (TTL is -1, PERSIST removes nothing,
-//! EXPIRE ... XX finds no expiry to change), daxkv gives that answer; an
-//! expiry time already past deletes the key, as in Redis. A command that
-//! would set a future expiry is refused with an error saying so, after the
-//! same argument checks Redis makes, never silently accepted.
+//! Expiries are kept by the store, in each key's record (milliseconds since
+//! the Unix epoch); a key whose time has passed is absent to every command,
+//! and the server's purge removes it in the background (see `server`). An
+//! expiry time already past deletes the key, as in Redis. Arguments are
+//! checked in Redis's order, with its error messages.
 
 use super::strings::writable;
 use super::table::{Cmd, c_str};
@@ -20,17 +19,12 @@ use daxkv::Error;
 
 const NOT_INT: &str = "ERR value is not an integer or out of range";
 
-/// The error for a command that would set a future expiry.
-pub fn no_expiry(what: &str) -> String {
-    format!("ERR daxkv keys do not expire: {what} not supported")
-}
-
 fn expire_time_error(out: &mut Out, name: &str) {
     out.error(&format!("ERR invalid expire time in '{name}' command"));
 }
 
 /// Milliseconds since the Unix epoch, as Redis's clock reads them.
-pub(super) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -73,7 +67,7 @@ pub(super) struct StringOpts<'a> {
     pub nx: bool,
     pub xx: bool,
     pub get: bool,
-    keepttl: bool,
+    pub keepttl: bool,
     persist: bool,
     /// EX/PX/EXAT/PXAT's argument and unit (the same option may repeat,
     /// the last counts; two different ones may not).
@@ -174,6 +168,8 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
                 out.error("ERR no such key");
                 return Ok(());
             };
+            // The time to live goes with the value.
+            let at = kv.expiry(from)?.flatten();
             let nx = cmd == Cmd::Renamenx;
             if from == to {
                 if nx {
@@ -190,7 +186,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             if !writable(out, to, Some(&v)) {
                 return Ok(());
             }
-            kv.put(to, &v)?;
+            kv.put_with_expiry(to, &v, at)?;
             kv.delete(from)?;
             if nx { out.int(1) } else { out.ok() }
         }
@@ -230,24 +226,48 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             if !writable(out, to, Some(&v)) {
                 return Ok(());
             }
-            kv.put(to, &v)?;
+            // COPY copies the time to live as well.
+            let at = kv.expiry(from)?.flatten();
+            kv.put_with_expiry(to, &v, at)?;
             out.int(1);
         }
         Cmd::Ttl | Cmd::Pttl | Cmd::Expiretime | Cmd::Pexpiretime => {
-            let found = kv.with_value(argv[1], |v| v.is_some())?;
-            lookup(found);
-            out.int(if found { -1 } else { -2 });
+            let at = kv.expiry(argv[1])?;
+            lookup(at.is_some());
+            out.int(match at {
+                None => -2,
+                Some(None) => -1,
+                Some(Some(at)) => {
+                    let at = at as i64;
+                    let n = match cmd {
+                        Cmd::Ttl | Cmd::Pttl => (at - now_ms()).max(0),
+                        _ => at,
+                    };
+                    // Seconds are rounded half up, as Redis rounds them
+                    // (without overflow at PEXPIREAT's largest time).
+                    if matches!(cmd, Cmd::Pttl | Cmd::Pexpiretime) { n } else { n / 1000 + i64::from(n % 1000 >= 500) }
+                }
+            });
         }
         Cmd::Persist => {
-            // Nothing has a time to live to remove.
-            kv.with_value(argv[1], |_| ())?;
-            out.int(0);
+            let had = match kv.expiry(argv[1])? {
+                Some(Some(_)) => kv.get(argv[1])?,
+                _ => None,
+            };
+            if let Some(v) = &had {
+                kv.put_with_expiry(argv[1], v, None)?;
+            }
+            out.int(i64::from(had.is_some()));
         }
         Cmd::Getex => getex(argv, kv, out)?,
         Cmd::Setex | Cmd::Psetex => {
             let (name, seconds) = if cmd == Cmd::Setex { ("setex", true) } else { ("psetex", false) };
-            if positive_expiry(out, argv[2], Unit { seconds, relative: true }, name).is_some() {
-                out.error(&no_expiry(&format!("{} is", name.to_uppercase())));
+            let Some(at) = positive_expiry(out, argv[2], Unit { seconds, relative: true }, name) else {
+                return Ok(());
+            };
+            if writable(out, argv[1], Some(argv[3])) {
+                kv.put_with_expiry(argv[1], argv[3], Some(at as u64))?;
+                out.ok();
             }
         }
         Cmd::Expire | Cmd::Pexpire | Cmd::Expireat | Cmd::Pexpireat => expire(cmd, argv, kv, out)?,
@@ -268,24 +288,27 @@ fn getex(argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(), Error> {
     };
     lookup(true);
     let Some((arg, unit)) = o.time else {
+        if o.persist && kv.expiry(argv[1])?.flatten().is_some() {
+            kv.put_with_expiry(argv[1], &v, None)?;
+        }
         out.bulk(&v);
         return Ok(());
     };
     let Some(at) = positive_expiry(out, arg, unit, "getex") else { return Ok(()) };
-    if at > now_ms() {
-        out.error(&no_expiry("GETEX with EX, PX, EXAT or PXAT is"));
-        return Ok(());
+    if at <= now_ms() {
+        // A time already past: the value, and the key is gone.
+        kv.delete(argv[1])?;
+    } else {
+        kv.put_with_expiry(argv[1], &v, Some(at as u64))?;
     }
-    // A time already past: the value, and the key is gone.
     out.bulk(&v);
-    kv.delete(argv[1])?;
     Ok(())
 }
 
 /// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT key time [NX|XX|GT|LT]: checked
-/// in Redis's order (options, number, overflow, key). A key without an
-/// expiry counts as expiring never: XX and GT answer 0; a time already
-/// past deletes the key; a future one is refused.
+/// in Redis's order (options, number, overflow, key, condition). A key
+/// without an expiry counts as expiring never (GT never holds, LT always
+/// does); a time already past deletes the key.
 fn expire(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(), Error> {
     let (name, unit) = match cmd {
         Cmd::Expire => ("expire", Unit { seconds: true, relative: true }),
@@ -303,15 +326,24 @@ fn expire(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result<(
         expire_time_error(out, name);
         return Ok(());
     };
-    if !kv.with_value(argv[1], |v| v.is_some())? || flags.xx || flags.gt {
+    let Some(cur) = kv.expiry(argv[1])? else {
+        out.int(0);
+        return Ok(());
+    };
+    let cur = cur.map(|c| c as i64);
+    let refused = flags.nx && cur.is_some()
+        || flags.xx && cur.is_none()
+        || flags.gt && cur.is_none_or(|c| at <= c)
+        || flags.lt && cur.is_some_and(|c| at >= c);
+    if refused {
         out.int(0);
         return Ok(());
     }
-    if at > now_ms() {
-        out.error(&no_expiry(&format!("{} with a future time is", name.to_uppercase())));
-        return Ok(());
+    if at <= now_ms() {
+        kv.delete(argv[1])?;
+    } else if let Some(v) = kv.get(argv[1])? {
+        kv.put_with_expiry(argv[1], &v, Some(at as u64))?;
     }
-    kv.delete(argv[1])?;
     out.int(1);
     Ok(())
 }

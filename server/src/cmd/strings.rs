@@ -37,9 +37,10 @@ pub(super) fn writable(out: &mut Out, key: &[u8], value: Option<&[u8]>) -> bool 
 }
 
 /// Whether SET with these arguments is a blind write (no option that needs
-/// to read the key), which a pipeline can batch.
+/// to read the key), which a pipeline can batch: `SET k v`, and `SET k v
+/// EX|PX n` (a relative time is in the future once checked).
 pub fn set_is_plain(argv: &[&[u8]]) -> bool {
-    argv.len() == 3
+    argv.len() == 3 || argv.len() == 5 && (argv[3].eq_ignore_ascii_case(b"ex") || argv[3].eq_ignore_ascii_case(b"px"))
 }
 
 fn parse_int(out: &mut Out, a: &[u8]) -> Option<i64> {
@@ -62,23 +63,20 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
         }
         Cmd::Set => {
             let Some(o) = generic::string_opts(out, &argv[3..], true) else { return Ok(()) };
-            // An expiry: a future one is refused; one already past (EXAT or
-            // PXAT) leaves the key absent, as Redis's lazy expiry does.
-            let mut expired = false;
+            let mut at = None;
             if let Some((arg, unit)) = o.time {
-                let Some(at) = generic::positive_expiry(out, arg, unit, "set") else { return Ok(()) };
-                if at > generic::now_ms() {
-                    out.error(&generic::no_expiry("EX, PX, EXAT and PXAT are"));
-                    return Ok(());
-                }
-                expired = true;
+                let Some(t) = generic::positive_expiry(out, arg, unit, "set") else { return Ok(()) };
+                at = Some(t);
             }
+            // A time already past (EXAT or PXAT) leaves the key absent.
+            let expired = at.is_some_and(|t| t <= generic::now_ms());
+            let at = at.map(|t| t as u64);
             let (key, val) = (argv[1], argv[2]);
             if !writable(out, key, Some(val)) {
                 return Ok(());
             }
-            if !(o.nx || o.xx || o.get || expired) {
-                kv.put(key, val)?;
+            if !(o.nx || o.xx || o.get || o.keepttl || expired) {
+                kv.put_with_expiry(key, val, at)?;
                 out.ok();
                 return Ok(());
             }
@@ -86,8 +84,10 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             let go = !(o.nx && old.is_some() || o.xx && old.is_none());
             if go && expired {
                 kv.delete(key)?;
+            } else if go && o.keepttl {
+                kv.put_keeping_expiry(key, val)?;
             } else if go {
-                kv.put(key, val)?;
+                kv.put_with_expiry(key, val, at)?;
             }
             if o.get {
                 out.opt_bulk(old.as_deref());
@@ -210,7 +210,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
                 out.error("ERR increment or decrement would overflow");
                 return Ok(());
             };
-            kv.put(argv[1], new.to_string().as_bytes())?;
+            kv.put_keeping_expiry(argv[1], new.to_string().as_bytes())?;
             out.int(new);
         }
         Cmd::Incrbyfloat => {
@@ -220,7 +220,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
             let cur = kv.get(argv[1])?;
             match crate::float::incr_by_float(cur.as_deref(), argv[2]) {
                 Ok(new) => {
-                    kv.put(argv[1], &new)?;
+                    kv.put_keeping_expiry(argv[1], &new)?;
                     out.bulk(&new);
                 }
                 Err(FloatError::NotAFloat) => out.error("ERR value is not a valid float"),
@@ -237,7 +237,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
                 return Ok(());
             }
             v.extend_from_slice(argv[2]);
-            kv.put(argv[1], &v)?;
+            kv.put_keeping_expiry(argv[1], &v)?;
             out.int(v.len() as i64);
         }
         Cmd::Strlen => {
@@ -280,7 +280,7 @@ pub fn exec(cmd: Cmd, argv: &[&[u8]], kv: &mut impl Kv, out: &mut Out) -> Result
                 v.resize(off + val.len(), 0);
             }
             v[off..off + val.len()].copy_from_slice(val);
-            kv.put(argv[1], &v)?;
+            kv.put_keeping_expiry(argv[1], &v)?;
             out.int(v.len() as i64);
         }
         Cmd::Type => {

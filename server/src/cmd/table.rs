@@ -187,8 +187,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!(Pttl, "pttl", 2, Batched, R, (1, 1, 1)),
     spec!(Expiretime, "expiretime", 2, Batched, R, (1, 1, 1)),
     spec!(Pexpiretime, "pexpiretime", 2, Batched, R, (1, 1, 1)),
-    spec!(Persist, "persist", 2, Batched, &["write", "fast"], (1, 1, 1)),
-    // Atomic: a time already past deletes the key.
+    // Atomic: they read the key, then rewrite it with its new expiry.
+    spec!(Persist, "persist", 2, Atomic, &["write", "fast"], (1, 1, 1)),
     spec!(Getex, "getex", -2, Atomic, &["write", "fast"], (1, 1, 1)),
     spec!(Setex, "setex", 4, Batched, W, (1, 1, 1)),
     spec!(Psetex, "psetex", 4, Batched, W, (1, 1, 1)),
