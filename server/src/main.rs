@@ -389,6 +389,7 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             let backend = s.persist_info().to_string();
             println!("persistence:   {}", backend.strip_prefix("persistence ").unwrap_or(&backend));
             println!("keys:          {}", st.keys);
+            println!("with expiry:   {} (expired ones not yet purged included)", st.keys_with_expiry);
             println!("bytes:         {} (keys + values)", st.bytes);
             println!("pool size:     {}", st.pool_size);
             println!(

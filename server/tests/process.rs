@@ -123,7 +123,7 @@ fn redis_cli_scripted_session() {
     let pool = pool_path("cli");
     let _c = Cleanup(vec![pool.clone()]);
     let mut p = serve(&pool, &[]);
-    let script = "PING\nSET greeting \"hello world\"\nGET greeting\nINCR visits\nINCRBY visits 9\nMSET a 1 b 2\nMGET a b nokey\nEXISTS a b nokey\nDEL a\nKEYS *\nAPPEND greeting !\nSTRLEN greeting\nGETRANGE greeting 0 4\nTYPE greeting\nDBSIZE\nNOSUCHCMD x\nGET\nMULTI\nINCR visits\nGET visits\nEXEC\nCONFIG GET appendonly\n";
+    let script = "PING\nSET greeting \"hello world\"\nGET greeting\nINCR visits\nINCRBY visits 9\nMSET a 1 b 2\nMGET a b nokey\nEXISTS a b nokey\nDEL a\nKEYS *\nAPPEND greeting !\nSTRLEN greeting\nGETRANGE greeting 0 4\nTYPE greeting\nDBSIZE\nNOSUCHCMD x\nGET\nMULTI\nINCR visits\nGET visits\nEXEC\nCONFIG GET appendonly\nSET session abc EXAT 4102444800\nEXPIRETIME session\nPERSIST session\nTTL session\n";
     let mut child = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string()])
         .stdin(Stdio::piped())
@@ -134,7 +134,7 @@ fn redis_cli_scripted_session() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let got = String::from_utf8(out.stdout).unwrap();
-    let want = "PONG\nOK\nhello world\n1\n10\nOK\n1\n2\n\n2\n1\nb\ngreeting\nvisits\n12\n12\nhello\nstring\n3\nERR unknown command 'NOSUCHCMD', with args beginning with: 'x' \n\nERR wrong number of arguments for 'get' command\n\nOK\nQUEUED\nQUEUED\n11\n11\nappendonly\nno\n";
+    let want = "PONG\nOK\nhello world\n1\n10\nOK\n1\n2\n\n2\n1\nb\ngreeting\nvisits\n12\n12\nhello\nstring\n3\nERR unknown command 'NOSUCHCMD', with args beginning with: 'x' \n\nERR wrong number of arguments for 'get' command\n\nOK\nQUEUED\nQUEUED\n11\n11\nappendonly\nno\nOK\n4102444800\n1\n-1\n";
     assert_eq!(got, want, "redis-cli output:\n{got}");
     // SHUTDOWN through redis-cli stops the server and closes the pool.
     let st = Command::new("redis-cli").args(["-p", &p.addr.port().to_string(), "SHUTDOWN"]).output().unwrap();
@@ -199,6 +199,8 @@ fn dump_salvage_and_load_keep_expiries() {
     s.put_with_expiry(b"later", b"l", Some(later)).unwrap();
     s.put_with_expiry(b"past", b"x", Some(1)).unwrap();
     s.close().unwrap();
+    let (ok, out) = cli(&["info", ps]);
+    assert!(ok && out.contains("keys:          3") && out.contains("with expiry:   2"), "{out}");
     for cmd in ["dump", "salvage"] {
         assert_eq!(status(&[cmd, ps, ds]), 0, "{cmd}");
         assert!(cli(&["load", cs, ds, "--size", "8M"]).0, "load after {cmd}");

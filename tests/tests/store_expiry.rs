@@ -246,3 +246,90 @@ fn a_damaged_expiry_fails_the_record_checksum() {
     let rep = s.check().unwrap();
     assert!(rep.problems.iter().any(|p| p.contains("checksum")), "{:?}", rep.problems);
 }
+
+/// Writers put keys plain, far ahead and long past while a purge loops
+/// and readers get and scan: a value written already expired is never
+/// seen, a live key is never purged (each writer reads its own write back),
+/// and the counts agree with the pool at the end.
+#[test]
+fn purge_and_readers_run_beside_writers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = ShmDir::new("expiry-conc");
+    let s = Arc::new(Store::open(d.0.join("p"), &opts()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    // A value says whether it was written already expired.
+    let value = |dead: bool, n: u64| {
+        let mut v = vec![u8::from(dead)];
+        v.extend_from_slice(&n.to_le_bytes());
+        v
+    };
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for n in 0..40_000u64 {
+                    let k = format!("k{:04}", (n * 7919 + w) % 2000 * 2 + w);
+                    match n % 3 {
+                        0 => s.put_with_expiry(k.as_bytes(), &value(true, n), Some(PAST)).unwrap(),
+                        1 => {
+                            s.put_with_expiry(k.as_bytes(), &value(false, n), Some(LATER)).unwrap();
+                            assert_eq!(s.get(k.as_bytes()).unwrap(), Some(value(false, n)), "a live key was lost");
+                        }
+                        _ => {
+                            s.put(k.as_bytes(), &value(false, n)).unwrap();
+                            assert_eq!(s.get(k.as_bytes()).unwrap(), Some(value(false, n)), "a live key was lost");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let purger = {
+        let (s, stop) = (s.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut from, mut removed) = (Vec::new(), 0);
+            while !stop.load(Ordering::Relaxed) {
+                let p = s.purge_expired(&from, 300).unwrap();
+                removed += p.removed;
+                from = p.next.unwrap_or_default();
+            }
+            removed
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (s, stop) = (s.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let k = format!("k{:04}", (n * 31 + r) % 4000);
+                    if let Some(v) = s.get(k.as_bytes()).unwrap() {
+                        assert_eq!(v[0], 0, "{k}: a value written expired was read");
+                    }
+                    if n % 100 == 0 {
+                        for (k, v) in s.range(k.into_bytes()..).take(50).map(Result::unwrap) {
+                            assert_eq!(v[0], 0, "{k:?}: a value written expired was scanned");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(purger.join().unwrap() > 0, "the purge removed nothing");
+    let rep = s.check().unwrap();
+    assert!(rep.is_ok(), "{:?}", rep.problems);
+    let rest = s.purge_expired(b"", usize::MAX).unwrap();
+    let live = s.iter().count() as u64;
+    assert_eq!(s.len(), live, "{} removed by the last purge", rest.removed);
+    let ahead = s.iter().filter(|p| s.expiry(&p.as_ref().unwrap().0).unwrap() == Some(Some(LATER))).count();
+    assert_eq!(s.stats().keys_with_expiry, ahead as u64);
+}
