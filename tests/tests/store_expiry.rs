@@ -308,7 +308,7 @@ fn purge_and_readers_run_beside_writers() {
                     if let Some(v) = s.get(k.as_bytes()).unwrap() {
                         assert_eq!(v[0], 0, "{k}: a value written expired was read");
                     }
-                    if n % 100 == 0 {
+                    if n.is_multiple_of(100) {
                         for (k, v) in s.range(k.into_bytes()..).take(50).map(Result::unwrap) {
                             assert_eq!(v[0], 0, "{k:?}: a value written expired was scanned");
                         }
