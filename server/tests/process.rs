@@ -288,6 +288,7 @@ fn resp(args: &[&[u8]]) -> Vec<u8> {
 }
 
 /// One writer: pipelines of 16 SETs; a reply `+OK` acknowledges its SET.
+/// Writer 2 gives every SET a time to live (a day and more).
 /// Returns, per key, the (generation, sequence) of its last acknowledged
 /// value when the server dies.
 fn writer(addr: SocketAddr, id: usize, gen_: u64) -> HashMap<Vec<u8>, (u64, u64)> {
@@ -302,7 +303,11 @@ fn writer(addr: SocketAddr, id: usize, gen_: u64) -> HashMap<Vec<u8>, (u64, u64)
         for _ in 0..16 {
             let k = format!("w{id}-k{}", n % 3000).into_bytes();
             let v = format!("{gen_}:{n}:{}", "x".repeat((n % 200) as usize)).into_bytes();
-            req.extend(resp(&[b"SET", &k, &v]));
+            if id == 2 {
+                req.extend(resp(&[b"SET", &k, &v, b"EX", b"100000"]));
+            } else {
+                req.extend(resp(&[b"SET", &k, &v]));
+            }
             batch.push((k, n));
             n += 1;
         }
@@ -368,6 +373,19 @@ fn kill_torture_every_acknowledged_set_survives() {
                 );
             }
         }
+        // Every value writer 2 ever wrote had a time to live: whichever
+        // survived, it kept it.
+        let expiring: Vec<&Vec<u8>> = model.keys().filter(|k| k.starts_with(b"w2-")).collect();
+        for chunk in expiring.chunks(256) {
+            let req: Vec<u8> = chunk.iter().flat_map(|k| resp(&[b"TTL", k])).collect();
+            c.write_all(&req).unwrap();
+            for k in chunk {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let ttl: i64 = line.trim_end().strip_prefix(':').unwrap().parse().unwrap();
+                assert!((1..=100_000).contains(&ttl), "round {round}: {} has TTL {ttl}", String::from_utf8_lossy(k));
+            }
+        }
         drop((c, r));
         let addr = p.addr;
         let writers: Vec<_> = (0..3).map(|w| std::thread::spawn(move || writer(addr, w, round))).collect();
@@ -384,6 +402,7 @@ fn kill_torture_every_acknowledged_set_survives() {
         }
     }
     assert!(total_acked > 1000, "too little load: {total_acked} acknowledged");
+    assert!(model.keys().any(|k| k.starts_with(b"w2-")), "no expiring SET was acknowledged");
     let (ok, out) = cli(&["check", pool.to_str().unwrap()]);
     assert!(ok, "{out}");
 }
