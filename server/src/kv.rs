@@ -56,7 +56,7 @@ impl Kv for TxKv<'_, '_> {
         if !storable(key) {
             return Ok(None);
         }
-        Ok(self.tx.get_with_expiry(key)?.map(|(_, at)| at))
+        self.tx.expiry(key)
     }
     fn put_with_expiry(&mut self, key: &[u8], value: &[u8], expires: Option<u64>) -> Result<(), Error> {
         self.watch.touch(key);

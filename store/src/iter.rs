@@ -270,9 +270,9 @@ impl Iter<'_> {
         let r = &*self.store.region;
         loop {
             let rec = self.next_record()?;
-            let at = leaf::record_expiry(r, rec);
+            let (k, v, at) = leaf::record_parts(r, rec);
             if at.is_none_or(|at| at > crate::store::now_ms()) {
-                return Some((leaf::record_key(r, rec), leaf::record_value(r, rec), at));
+                return Some((k, v, at));
             }
         }
     }

@@ -11,8 +11,9 @@
 //!
 //! Slots are unsorted. A record is `klen u32, vlen u32, crc u32, key,
 //! value`, then, when bit 31 of the key-length word is set, its expiry
-//! (u64, milliseconds since the Unix epoch). The checksum ([`record_crc`]) lets recovery tell a record that
-//! reached media whole from one whose insert was cut short: an insert into
+//! (u64, milliseconds since the Unix epoch). The checksum
+//! ([`record_crc`]) lets recovery tell a record that reached media whole
+//! from one whose insert was cut short: an insert into
 //! a slot known to be durably zero publishes its bitmap bit in the same
 //! drain as the record (see `Store::put_locked`), so after a crash a live
 //! bit may name a zero slot or a torn record, and recovery drops it.
@@ -403,13 +404,22 @@ pub(crate) fn record_expires(r: &Region, rec: u64) -> bool {
 /// never, or lengths that do not fit as for [`record_lens`]).
 #[inline]
 pub(crate) fn record_expiry(r: &Region, rec: u64) -> Option<u64> {
-    match record_shape(r, rec)? {
-        (k, v, true) => {
-            let at = r.bytes(rec + REC_HEADER + (k + v) as u64, EXPIRY_BYTES as usize);
-            Some(u64::from_le_bytes(at.try_into().expect("8 bytes")))
-        }
-        _ => None,
-    }
+    record_parts(r, rec).2
+}
+
+/// The record's key, value and expiry, its header read once (an empty key
+/// and value and no expiry for lengths that do not fit, as for
+/// [`record_key`]).
+#[inline]
+pub(crate) fn record_parts(r: &Region, rec: u64) -> (&[u8], &[u8], Option<u64>) {
+    let Some((k, v, expires)) = record_shape(r, rec) else { return (&[], &[], None) };
+    let key = r.bytes(rec + REC_HEADER, k);
+    let value = r.bytes(rec + REC_HEADER + k as u64, v);
+    let at = expires.then(|| {
+        let b = r.bytes(rec + REC_HEADER + (k + v) as u64, EXPIRY_BYTES as usize);
+        u64::from_le_bytes(b.try_into().expect("8 bytes"))
+    });
+    (key, value, at)
 }
 
 /// Whether the record is alive: it has no expiry, or one still ahead of

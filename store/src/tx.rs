@@ -51,6 +51,25 @@ impl Tx<'_> {
         Ok(self.get_with_expiry(key)?.map(|(v, _)| v))
     }
 
+    /// When `key` expires (milliseconds since the Unix epoch), as this
+    /// transaction would leave it: `None` if it is absent, `Some(None)` if
+    /// it never expires. Validated at commit as [`Tx::get`] is; the value
+    /// is not copied.
+    pub fn expiry(&mut self, key: &[u8]) -> Result<Option<Option<u64>>> {
+        check_key(key)?;
+        if let Some(w) = self.writes.get(key) {
+            return Ok(w.as_ref().map(|(_, at)| *at).filter(|at| at.is_none_or(|at| at > crate::store::now_ms())));
+        }
+        let s = self.store;
+        let r = &*s.region;
+        let _pin = s.heap.pin();
+        let (rec, at) = s.read_record(key, |rec| {
+            (rec, rec.filter(|&rec| leaf::record_alive(r, rec)).map(|rec| leaf::record_expiry(r, rec)))
+        });
+        self.reads.entry(key.to_vec()).or_insert(rec);
+        Ok(at)
+    }
+
     /// The value of `key` and when it expires (milliseconds since the Unix
     /// epoch; `None`: never), as this transaction would leave it.
     pub fn get_with_expiry(&mut self, key: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>> {

@@ -127,9 +127,14 @@ fn batches_and_transactions_carry_expiries() {
     s.transaction(|tx| {
         tx.put_with_expiry(b"d", b"4", Some(LATER))?;
         assert_eq!(tx.get_with_expiry(b"d")?, Some((b"4".to_vec(), Some(LATER))));
+        assert_eq!(tx.expiry(b"d")?, Some(Some(LATER)));
+        assert_eq!(tx.expiry(b"a")?, Some(Some(LATER + 1)));
+        assert_eq!(tx.expiry(b"b")?, None, "expired");
+        assert_eq!(tx.expiry(b"c")?, Some(None));
         tx.put_with_expiry(b"e", b"5", Some(PAST))?;
         // The transaction's own expired write reads as absent already.
         assert_eq!(tx.get(b"e")?, None);
+        assert_eq!(tx.expiry(b"e")?, None);
         Ok(())
     })
     .unwrap();
