@@ -1047,7 +1047,8 @@ impl Store {
     }
 
     /// Replace `key`'s value only if it is currently `expected` (`None`:
-    /// absent); `new = None` deletes. `Ok(Err(current))` when it was not.
+    /// absent, which an expired key is); `new = None` deletes. The new
+    /// value has no expiry. `Ok(Err(current))` when it was not.
     pub fn compare_and_swap(
         &self,
         key: &[u8],

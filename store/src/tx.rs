@@ -174,8 +174,8 @@ impl Store {
         Err(Error::Conflict { attempts: MAX_ATTEMPTS })
     }
 
-    /// Apply puts (`Some`) and deletes (`None`) atomically and durably, with
-    /// one commit. Later entries for the same key win.
+    /// Apply puts (`Some`, with no expiry) and deletes (`None`) atomically
+    /// and durably, with one commit. Later entries for the same key win.
     pub fn write_batch(&self, ops: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
         let ops: Vec<(&[u8], Option<&[u8]>)> = ops.iter().map(|(k, v)| (k.as_slice(), v.as_deref())).collect();
         self.write_batch_ref(&ops)
