@@ -271,7 +271,7 @@ impl Iter<'_> {
         loop {
             let rec = self.next_record()?;
             let (k, v, at) = leaf::record_parts(r, rec);
-            if at.is_none_or(|at| at > crate::store::now_ms()) {
+            if crate::store::unexpired(at) {
                 return Some((k, v, at));
             }
         }

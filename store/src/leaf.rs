@@ -404,7 +404,16 @@ pub(crate) fn record_expires(r: &Region, rec: u64) -> bool {
 /// never, or lengths that do not fit as for [`record_lens`]).
 #[inline]
 pub(crate) fn record_expiry(r: &Region, rec: u64) -> Option<u64> {
-    record_parts(r, rec).2
+    match record_shape(r, rec)? {
+        (k, v, true) => Some(expiry_at(r, rec + REC_HEADER + (k + v) as u64)),
+        _ => None,
+    }
+}
+
+/// The expiry stored at `at`.
+#[inline]
+fn expiry_at(r: &Region, at: u64) -> u64 {
+    u64::from_le_bytes(r.bytes(at, EXPIRY_BYTES as usize).try_into().expect("8 bytes"))
 }
 
 /// The record's key, value and expiry, its header read once (an empty key
@@ -415,10 +424,7 @@ pub(crate) fn record_parts(r: &Region, rec: u64) -> (&[u8], &[u8], Option<u64>) 
     let Some((k, v, expires)) = record_shape(r, rec) else { return (&[], &[], None) };
     let key = r.bytes(rec + REC_HEADER, k);
     let value = r.bytes(rec + REC_HEADER + k as u64, v);
-    let at = expires.then(|| {
-        let b = r.bytes(rec + REC_HEADER + (k + v) as u64, EXPIRY_BYTES as usize);
-        u64::from_le_bytes(b.try_into().expect("8 bytes"))
-    });
+    let at = expires.then(|| expiry_at(r, rec + REC_HEADER + (k + v) as u64));
     (key, value, at)
 }
 
@@ -426,7 +432,7 @@ pub(crate) fn record_parts(r: &Region, rec: u64) -> (&[u8], &[u8], Option<u64>) 
 /// the clock. The clock is read only for a record that has an expiry.
 #[inline]
 pub(crate) fn record_alive(r: &Region, rec: u64) -> bool {
-    record_expiry(r, rec).is_none_or(|at| at > crate::store::now_ms())
+    crate::store::unexpired(record_expiry(r, rec))
 }
 
 /// The record's key (borrowed from the pool). Empty for a record whose

@@ -180,6 +180,13 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Whether an expiry (`None`: never) is still ahead of the clock; the
+/// clock is read only for a time that is set.
+#[inline]
+pub(crate) fn unexpired(at: Option<u64>) -> bool {
+    at.is_none_or(|at| at > now_ms())
+}
+
 pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(Error::EmptyKey);

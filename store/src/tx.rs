@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::index::LeafRef;
 use crate::leaf;
 use crate::recovery::encode_set;
-use crate::store::{Store, check_key, check_value};
+use crate::store::{Store, check_key, check_value, unexpired};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -56,40 +56,39 @@ impl Tx<'_> {
     /// it never expires. Validated at commit as [`Tx::get`] is; the value
     /// is not copied.
     pub fn expiry(&mut self, key: &[u8]) -> Result<Option<Option<u64>>> {
-        check_key(key)?;
-        if let Some(w) = self.writes.get(key) {
-            return Ok(w.as_ref().map(|(_, at)| *at).filter(|at| at.is_none_or(|at| at > crate::store::now_ms())));
-        }
-        let s = self.store;
-        let r = &*s.region;
-        let _pin = s.heap.pin();
-        let (rec, at) = s.read_record(key, |rec| {
-            (rec, rec.filter(|&rec| leaf::record_alive(r, rec)).map(|rec| leaf::record_expiry(r, rec)))
-        });
-        self.reads.entry(key.to_vec()).or_insert(rec);
-        Ok(at)
+        self.look(key, |(_, at)| *at, |_, at| at)
     }
 
     /// The value of `key` and when it expires (milliseconds since the Unix
     /// epoch; `None`: never), as this transaction would leave it.
     pub fn get_with_expiry(&mut self, key: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>> {
+        self.look(key, |(v, at)| (v.clone(), *at), |v, at| (v.to_vec(), at))
+    }
+
+    /// `key` as this transaction would leave it, through `pending` (this
+    /// transaction's own write) or `stored` (the key's record: its value
+    /// and expiry). `None` if absent; an expired write or record is absent.
+    /// A record read is remembered, expired or not: the commit checks that
+    /// it is still the key's record.
+    fn look<T>(
+        &mut self,
+        key: &[u8],
+        pending: impl FnOnce(&(Vec<u8>, Option<u64>)) -> T,
+        stored: impl Fn(&[u8], Option<u64>) -> T,
+    ) -> Result<Option<T>> {
         check_key(key)?;
         if let Some(w) = self.writes.get(key) {
-            // A write of this transaction that has expired by now reads as
-            // absent, as it will once committed.
-            return Ok(w.clone().filter(|(_, at)| at.is_none_or(|at| at > crate::store::now_ms())));
+            return Ok(w.as_ref().filter(|(_, at)| unexpired(*at)).map(pending));
         }
         let s = self.store;
         let r = &*s.region;
         let _pin = s.heap.pin();
-        // The record is remembered even when it has expired: the commit
-        // checks that it is still the key's record.
-        let (rec, val) = s.read_record(key, |rec| {
-            let alive = rec.filter(|&rec| leaf::record_alive(r, rec));
-            (rec, alive.map(|rec| (leaf::record_value(r, rec).to_vec(), leaf::record_expiry(r, rec))))
+        let (rec, out) = s.read_record(key, |rec| {
+            let live = rec.map(|rec| leaf::record_parts(r, rec)).filter(|(_, _, at)| unexpired(*at));
+            (rec, live.map(|(_, v, at)| stored(v, at)))
         });
         self.reads.entry(key.to_vec()).or_insert(rec);
-        Ok(val)
+        Ok(out)
     }
 
     /// Whether `key` is present, as this transaction would leave it.
