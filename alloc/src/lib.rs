@@ -52,6 +52,7 @@ pub use heap::api::{ClassStats, Heap, HeapStats};
 pub use heap::cache::Guard;
 pub use heap::classes::{CLASS_SIZES, MAX_SMALL, PAGE, block_size_for};
 pub use heap::error::{AllocError, HeapError};
+pub use heap::grow::GrowPlan;
 pub use persist::backend::{
     Backend, CopyIsa, DEFAULT_MOVNT_THRESHOLD, FlushInstr, PersistInfo, PersistOptions, Persistence, available_flushes,
 };

@@ -3,7 +3,9 @@
 use super::cache::{Cache, CacheCell, Epoch, Guard};
 use super::classes::{CLASS_SIZES, MAX_SMALL, NCLASSES, PAGE, SLAB_BYTES, SLAB_PAGES, blocks_per_slab, class_of};
 use super::error::{AllocError, HeapError};
-use super::layout::{Layout, MAGIC, TAG_CONT, TAG_LARGE, TAG_NONE, TAG_SLAB, desc, desc_class, desc_count, desc_tag};
+use super::layout::{
+    GROWN_AT, HEADER, Layout, MAGIC, TAG_CONT, TAG_LARGE, TAG_NONE, TAG_SLAB, desc, desc_class, desc_count, desc_tag,
+};
 use super::pages::PageRuns;
 use super::slab::{BlockRef, ClassPool, UNTOUCHED_IDX};
 use crate::region::Region;
@@ -195,8 +197,9 @@ impl Heap {
         region.check(area_off, area_len).map_err(|e| HeapError::BadHeader { what: e.to_string() })?;
         // Descriptors all zero: nothing assigned.
         region.set_nodrain(layout.desc_off, 0, (layout.pages * 8) as usize);
-        let hdr = [MAGIC, layout.pages, layout.desc_off, layout.bitmap_off, layout.pages_off];
-        let mut bytes = Vec::with_capacity(40);
+        // The last word, `grown`, is zero: the format-time layout.
+        let hdr = [MAGIC, layout.pages, layout.desc_off, layout.bitmap_off, layout.pages_off, 0];
+        let mut bytes = Vec::with_capacity(48);
         for w in hdr {
             bytes.extend_from_slice(&w.to_le_bytes());
         }
@@ -206,20 +209,11 @@ impl Heap {
         Ok(h)
     }
 
-    fn read_header(region: &Region, area_off: u64, area_len: u64) -> Result<Layout, HeapError> {
-        let layout = Layout::compute(area_off, area_len).ok_or(HeapError::TooSmall { len: area_len })?;
-        region.check(area_off, area_len).map_err(|e| HeapError::BadHeader { what: e.to_string() })?;
+    pub(crate) fn read_header(region: &Region, area_off: u64, area_len: u64) -> Result<Layout, HeapError> {
+        region.check(area_off, area_len.max(HEADER)).map_err(|e| HeapError::BadHeader { what: e.to_string() })?;
         let w = |i: u64| region.read_u64(area_off + i * 8);
-        if w(0) != MAGIC {
-            return Err(HeapError::BadHeader { what: format!("magic {:#018x}, expected {MAGIC:#018x}", w(0)) });
-        }
-        let found = Layout { area_off, pages: w(1), desc_off: w(2), bitmap_off: w(3), pages_off: w(4) };
-        if found != layout {
-            return Err(HeapError::BadHeader {
-                what: format!("layout {found:?} does not match the area ({layout:?})"),
-            });
-        }
-        Ok(layout)
+        let words = [w(0), w(1), w(2), w(3), w(4), region.read_u64(area_off + GROWN_AT)];
+        Layout::from_header(area_off, area_len, words).map_err(|what| HeapError::BadHeader { what })
     }
 
     fn read_desc(&self, page: u64) -> u64 {

@@ -53,6 +53,15 @@ pub enum HeapError {
         /// What was found.
         why: String,
     },
+    /// A grow asked for too small an area: the heap's new pages and
+    /// metadata must lie past everything it uses now.
+    #[error("an area of {len} bytes is too small to grow the heap into; it needs at least {needed}")]
+    GrowTooSmall {
+        /// Bytes offered.
+        len: u64,
+        /// The smallest area that works.
+        needed: u64,
+    },
     /// Saving state at close could not be made durable.
     #[error(transparent)]
     Drain(#[from] DrainError),

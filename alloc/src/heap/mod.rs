@@ -5,6 +5,7 @@ pub(crate) mod api;
 pub(crate) mod cache;
 pub(crate) mod classes;
 pub(crate) mod error;
+pub(crate) mod grow;
 pub(crate) mod layout;
 pub(crate) mod pages;
 pub(crate) mod slab;
