@@ -138,7 +138,19 @@ impl Region {
     /// Open (or create, with `create_size`) the pool at `path`, lock it, map
     /// it and pick the persistence backend.
     pub fn open(path: &Path, opts: &RegionOptions) -> Result<Region, OpenError> {
-        let (file, len, medium) = map::open_locked(path, opts.create_size, opts.min_len.max(64), false)?;
+        Self::open_inner(path, opts, None)
+    }
+
+    /// Open the pool at `path` as [`Region::open`] does, first extending
+    /// the file to `len` bytes if it is a regular file shorter than that
+    /// (the new bytes read as zero). For growing a pool: the caller writes
+    /// the grown pool's metadata into the new space.
+    pub fn open_extended(path: &Path, opts: &RegionOptions, len: u64) -> Result<Region, OpenError> {
+        Self::open_inner(path, opts, Some(len))
+    }
+
+    fn open_inner(path: &Path, opts: &RegionOptions, extend_to: Option<u64>) -> Result<Region, OpenError> {
+        let (file, len, medium) = map::open_locked(path, opts.create_size, extend_to, opts.min_len.max(64), false)?;
         let (mut mapping, map_sync) = map::map_file(&file, len, path)?;
         let (backend, reason) = choose(opts.persist.persistence, medium, map_sync)?;
         let ops = Ops::build(backend, &opts.persist)?;
@@ -169,7 +181,7 @@ impl Region {
     /// write through the region panics. For tools that must not change
     /// what they read (salvage), also on read-only media.
     pub fn open_read_only(path: &Path, min_len: u64) -> Result<Region, OpenError> {
-        let (file, len, medium) = map::open_locked(path, None, min_len.max(64), true)?;
+        let (file, len, medium) = map::open_locked(path, None, None, min_len.max(64), true)?;
         let mut mapping = map::map_file_read_only(&file, len, path)?;
         let ops = Ops::build(Backend::Volatile, &PersistOptions::default())?;
         let info = persist_info(Backend::Volatile, "opened read-only".into(), &ops, false);

@@ -105,6 +105,19 @@ enum Cmd {
         /// Pool file.
         path: PathBuf,
     },
+    /// Grow a pool in place to SIZE bytes; every key stays. The pool must
+    /// not be in use. A crash during the grow leaves the pool at its old
+    /// size or its new one, never damaged; growing again finishes the job.
+    Grow {
+        /// Pool file.
+        path: PathBuf,
+        /// The new size (bytes, or with K, M, G, T).
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// auto, pmem, eadr, msync or volatile (default: DAXKV_PERSISTENCE or auto).
+        #[arg(long)]
+        persistence: Option<Persistence>,
+    },
     /// Print a key's value (exit 1 if absent, 2 on an error).
     Get {
         /// Pool file.
@@ -400,6 +413,26 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             println!("opened:        {}", if st.opened_clean { "clean" } else { "after recovery" });
             println!("recoveries:    {}", st.recoveries);
             s.close().map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Grow { path, size, persistence } => {
+            let mut o = Options::new();
+            if let Some(p) = persistence {
+                o = o.persistence(p);
+            }
+            let g = Store::grow(&path, size, &o).map_err(|e| pool_error(&path, &e))?;
+            if g.new_size == g.old_size && g.new_heap_bytes == g.old_heap_bytes {
+                println!("{}: already {} bytes; nothing to do", path.display(), g.new_size);
+            } else {
+                println!(
+                    "{}: grown from {} to {} bytes; room for keys and values {} -> {} bytes",
+                    path.display(),
+                    g.old_size,
+                    g.new_size,
+                    g.old_heap_bytes,
+                    g.new_heap_bytes
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { path } => {

@@ -183,6 +183,42 @@ fn scripting_subcommands_and_dump_load() {
     assert!(!cli(&["load", copy.to_str().unwrap(), dump.to_str().unwrap()]).0);
 }
 
+/// `daxkv grow`: a full pool grows in place and takes more keys; a shrink
+/// or too small a growth is refused with a message and exit status 2.
+#[test]
+fn grow_a_full_pool_in_place() {
+    let pool = pool_path("grow");
+    let _c = Cleanup(vec![pool.clone()]);
+    let ps = pool.to_str().unwrap();
+    assert!(cli(&["create", ps, "--size", "2M"]).0);
+    let big = "v".repeat(100_000);
+    let mut n = 0;
+    while cli(&["set", ps, &format!("k{n}"), &big]).0 {
+        n += 1;
+    }
+    assert!(n > 5, "{n} keys fit");
+    let (ok, out) = cli(&["grow", ps, "--size", "8M"]);
+    assert!(ok && out.contains("grown from 2097152 to 8388608 bytes"), "{out}");
+    assert_eq!(std::fs::metadata(&pool).unwrap().len(), 8 << 20);
+    for i in 0..n {
+        assert_eq!(cli(&["get", ps, &format!("k{i}")]), (true, format!("{big}\n")), "key {i}");
+    }
+    let mut more = 0;
+    while cli(&["set", ps, &format!("more{more}"), &big]).0 {
+        more += 1;
+    }
+    assert!(more > 3 * n, "{more} more keys after growing 4x, {n} before");
+    let (ok, out) = cli(&["check", ps]);
+    assert!(ok && out.contains(&format!("{} keys", n + more)), "{out}");
+    let (ok, out) = cli(&["info", ps]);
+    assert!(ok && out.contains("pool size:     8388608"), "{out}");
+    let (ok, out) = cli(&["grow", ps, "--size", "8M"]);
+    assert!(ok && out.contains("nothing to do"), "{out}");
+    let o = Command::new(BIN).args(["grow", ps, "--size", "4M"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot shrink"), "{o:?}");
+}
+
 /// Expiries go through `dump`, `salvage` and `load`: a key's time comes
 /// back with it, and a key that has expired is left out.
 #[test]

@@ -26,11 +26,12 @@ use std::path::Path;
 
 pub(crate) const MAGIC: [u8; 8] = *b"DAXKVSB1";
 /// The format this code writes. Version 3 added records that carry an
-/// expiry (flagged in their key-length word).
-pub(crate) const VERSION: u32 = 3;
-/// The oldest format this code opens: a version 2 pool is a version 3 pool
-/// without expiring records, and the first superblock write (at open)
-/// marks it version 3.
+/// expiry (flagged in their key-length word); version 4 heaps that grew
+/// (the heap header's `grown` word).
+pub(crate) const VERSION: u32 = 4;
+/// The oldest format this code opens: a version 2 or 3 pool is a version 4
+/// pool without expiring records (2) and never grown (2, 3), and the first
+/// superblock write (at open) marks it version 4.
 const OLDEST: u32 = 2;
 pub(crate) const SB_LEN: usize = 256;
 pub(crate) const SB_OFFSETS: [u64; 2] = [0, 4096];

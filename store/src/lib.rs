@@ -49,6 +49,8 @@ mod error;
 mod expiry;
 #[cfg(not(loom))]
 mod format;
+#[cfg(not(loom))]
+mod grow;
 #[allow(dead_code)]
 mod hot;
 #[allow(dead_code)]
@@ -81,6 +83,8 @@ pub use daxkv_log::GroupCommitOptions;
 pub use error::{Error, PoolError, Result};
 #[cfg(not(loom))]
 pub use expiry::Purged;
+#[cfg(not(loom))]
+pub use grow::Grown;
 #[cfg(not(loom))]
 pub use iter::Iter;
 #[cfg(not(loom))]

@@ -124,7 +124,8 @@ pub struct Stats {
     pub bytes: u64,
     /// Keys stored with an expiry (expired ones not yet removed included).
     pub keys_with_expiry: u64,
-    /// Size of the pool file.
+    /// Size of the pool (its superblock's; the file may be longer after
+    /// an interrupted [`Store::grow`]).
     pub pool_size: u64,
     /// Bytes of the heap area.
     pub heap_bytes: u64,
@@ -1097,7 +1098,7 @@ impl Store {
             keys: self.len(),
             keys_with_expiry: self.expiring.load(Ordering::Relaxed).max(0) as u64,
             bytes: self.bytes.load(Ordering::Relaxed).max(0) as u64,
-            pool_size: self.region.len(),
+            pool_size: self.sb.lock().pool_size,
             heap_bytes: h.heap_bytes,
             heap_live_bytes: h.live_bytes,
             heap_free_bytes: h.free_bytes,
@@ -1114,7 +1115,8 @@ impl Store {
 
     /// Close cleanly: save the index and free space so that the next open
     /// neither replays nor rebuilds. Also done on drop (errors then are
-    /// logged).
+    /// logged). A pool too full to hold the saved index is left as a crash
+    /// leaves it (with a warning in the log): its next open walks it.
     pub fn close(self) -> Result<()> {
         self.close_inner()
     }

@@ -95,37 +95,40 @@ fn wrong_version() {
             reseal(&p, sb);
         }
         match open_fails(&p) {
-            PoolError::WrongVersion { found, expected: 3, .. } if found == v => {}
+            PoolError::WrongVersion { found, expected: 4, .. } if found == v => {}
             e => panic!("{e:?}"),
         }
     }
 }
 
 #[test]
-fn a_version_2_pool_opens_and_becomes_version_3() {
-    // Version 2 had no expiring records; its pools are version 3 pools
-    // without any, and the superblock write at open marks them so.
-    let d = dir("version2");
-    let p = d.0.join("v.pool");
-    make_pool(&p);
-    for sb in [0, 4096] {
-        patch(&p, sb + 8, &2u32.to_le_bytes());
-        reseal(&p, sb);
+fn version_2_and_3_pools_open_and_become_version_4() {
+    // Version 2 had no expiring records, and neither 2 nor 3 had grown
+    // heaps: their pools are version 4 pools without either, and the
+    // superblock write at open marks them so.
+    for v in [2u32, 3] {
+        let d = dir(&format!("old{v}"));
+        let p = d.0.join("v.pool");
+        make_pool(&p);
+        for sb in [0, 4096] {
+            patch(&p, sb + 8, &v.to_le_bytes());
+            reseal(&p, sb);
+        }
+        let s = Store::open(&p, &Options::new()).unwrap();
+        s.put_with_expiry(b"later", b"v", Some(u64::MAX)).unwrap();
+        s.close().unwrap();
+        let b = std::fs::read(&p).unwrap();
+        for sb in [0, 4096] {
+            assert_eq!(b[sb + 8..sb + 12], 4u32.to_le_bytes(), "version {v}: superblock at {sb}");
+        }
+        let s = Store::open(&p, &Options::new()).unwrap();
+        assert_eq!(s.expiry(b"later").unwrap(), Some(Some(u64::MAX)));
+        assert_eq!(s.len(), 301);
+        for i in 0..300u32 {
+            assert_eq!(s.get(format!("key{i}").as_bytes()).unwrap().unwrap(), i.to_le_bytes());
+        }
+        assert!(s.check().unwrap().is_ok());
     }
-    let s = Store::open(&p, &Options::new()).unwrap();
-    s.put_with_expiry(b"later", b"v", Some(u64::MAX)).unwrap();
-    s.close().unwrap();
-    let b = std::fs::read(&p).unwrap();
-    for sb in [0, 4096] {
-        assert_eq!(b[sb + 8..sb + 12], 3u32.to_le_bytes(), "superblock at {sb}");
-    }
-    let s = Store::open(&p, &Options::new()).unwrap();
-    assert_eq!(s.expiry(b"later").unwrap(), Some(Some(u64::MAX)));
-    assert_eq!(s.len(), 301);
-    for i in 0..300u32 {
-        assert_eq!(s.get(format!("key{i}").as_bytes()).unwrap().unwrap(), i.to_le_bytes());
-    }
-    assert!(s.check().unwrap().is_ok());
 }
 
 #[test]

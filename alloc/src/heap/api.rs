@@ -165,6 +165,12 @@ impl Heap {
         Layout::compute(0, area_len).map_or(0, |l| l.heap_bytes())
     }
 
+    /// Heap bytes of the heap in `[area_off, area_off + area_len)`, read
+    /// from its header.
+    pub fn capacity_of(region: &Region, area_off: u64, area_len: u64) -> Result<u64, HeapError> {
+        Ok(Self::read_header(region, area_off, area_len)?.heap_bytes())
+    }
+
     fn new(region: Arc<Region>, layout: Layout) -> Heap {
         let info: PageInfo = (0..layout.pages).map(|_| AtomicU64::new(0)).collect();
         let zero_slabs = region.persist_info().backend != crate::Backend::Volatile;

@@ -5,18 +5,22 @@
 //! two steps with the owner's own commit between them:
 //!
 //! 1. [`GrowPlan::prepare`] copies the descriptors and bitmaps to their new
-//!    place (zero for the new pages) and drains. Nothing in use is written:
+//!    place (zero for the new pages), flushed. Nothing in use is written:
 //!    the new place lies past everything the current layout uses.
-//! 2. The owner records the larger area (the store: its superblock). The
-//!    current header still fits that area, so a crash here opens the heap
-//!    as it was, and growing again finishes the job.
+//! 2. The owner records the larger area durably (the store: its
+//!    superblock); its drain makes the copy durable too. The current
+//!    header still fits that area, so a crash here opens the heap as it
+//!    was, and growing again finishes the job.
 //! 3. [`GrowPlan::commit`] switches the header's `grown` word (one 8-byte
-//!    store, drained), then zeroes the previous layout's descriptors and
-//!    bitmap where they now lie among the new free pages.
+//!    store, drained). The previous layout's descriptors and bitmap, if
+//!    they followed the pages, now lie in free pages: nothing reads a free
+//!    page before writing it (a new slab's pages are zeroed when it is
+//!    made, an extent's contents are its owner's), so they stay.
 //!
-//! Only a heap closed with [`Heap::close`] may grow: its bitmaps are valid
-//! and move with it. After a crash the bitmaps are not read, and the copy
-//! is as good as the original.
+//! The heap must not be in use. The descriptors and bitmaps are copied as
+//! they are: after [`Heap::close`] the bitmaps are valid and move with the
+//! heap; after a crash they are not read, and stale descriptors are
+//! ignored by recovery in the new place as in the old.
 
 use super::api::Heap;
 use super::classes::{PAGE, SLAB_PAGES};
@@ -38,7 +42,9 @@ pub struct GrowPlan {
 
 impl GrowPlan {
     /// Prepare the heap in `[area_off, area_off + area_len)` to grow into an
-    /// area of `new_len` bytes: the region must already be that large. An
+    /// area of `new_len` bytes: the region must already be that large. The
+    /// copy is flushed, not drained: the owner's drain when it records the
+    /// larger area makes it durable. An
     /// area too small to add a slab's worth of pages past what the heap
     /// uses now is refused with [`HeapError::GrowTooSmall`], naming the
     /// smallest area that works; nothing is written then.
@@ -52,8 +58,13 @@ impl GrowPlan {
         };
         copy(region, old.desc_off, new.desc_off, old.pages * 8, new.pages * 8);
         copy(region, old.bitmap_off, new.bitmap_off, old.pages * 32, new.pages * 32);
-        region.drain()?;
         Ok(GrowPlan { old, new })
+    }
+
+    /// The smallest area the heap in `[area_off, area_off + area_len)` can
+    /// grow into. Reads only.
+    pub fn smallest_area(region: &Region, area_off: u64, area_len: u64) -> Result<u64, HeapError> {
+        Ok(smallest(&Heap::read_header(region, area_off, area_len)?) - area_off)
     }
 
     /// Heap bytes (pages) before the grow.
@@ -66,21 +77,14 @@ impl GrowPlan {
         self.new.heap_bytes()
     }
 
-    /// Switch the heap to its new layout. The caller must have made the
-    /// larger area durable first (it is where the new layout lives).
+    /// Switch the heap to its new layout. The caller must have drained
+    /// since [`GrowPlan::prepare`], having recorded the larger area durably
+    /// (it is where the new layout lives).
     pub fn commit(&self, region: &Region) -> Result<(), DrainError> {
         let at = self.new.area_off + GROWN_AT;
         region.store_u64(at, grown_word(self.new.pages));
         region.flush(at, 8);
-        region.drain()?;
-        if self.old.is_grown() {
-            // The old metadata now lies in free pages: leave them as zero
-            // as every never-used page is.
-            let from = self.old.desc_off;
-            region.set_nodrain(from, 0, (self.old.used_end() - from) as usize);
-            region.drain()?;
-        }
-        Ok(())
+        region.drain()
     }
 }
 
