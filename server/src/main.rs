@@ -27,9 +27,10 @@ struct Cli {
 /// Where and how to open a pool.
 #[derive(clap::Args, Clone)]
 struct PoolArgs {
-    /// Size of the pool when it is created (bytes, or with K, M, G, T).
-    #[arg(long, value_parser = parse_size, default_value = "1G")]
-    size: u64,
+    /// Size of the pool when it is created (bytes, or with K, M, G, T;
+    /// default 1G). `serve` also grows an existing smaller pool to it.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
     /// auto, pmem, eadr, msync or volatile (default: DAXKV_PERSISTENCE or auto).
     #[arg(long)]
     persistence: Option<Persistence>,
@@ -224,8 +225,11 @@ fn parse_yes_no(s: &str) -> Result<bool, String> {
     }
 }
 
+/// A new pool's size when `--size` is not given.
+const DEFAULT_SIZE: u64 = 1 << 30;
+
 fn options(args: &PoolArgs, create: bool) -> Options {
-    let mut o = Options::new().pool_size(args.size).create_if_missing(create);
+    let mut o = Options::new().pool_size(args.size.unwrap_or(DEFAULT_SIZE)).create_if_missing(create);
     if let Some(p) = args.persistence {
         o = o.persistence(p);
     }
@@ -313,8 +317,22 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             verify,
         } => {
             let t0 = Instant::now();
-            let store =
-                Store::open(&pool, &options(&pool_args, true).verify(verify)).map_err(|e| pool_error(&pool, &e))?;
+            let opts = options(&pool_args, true).verify(verify);
+            let mut store = Store::open(&pool, &opts).map_err(|e| pool_error(&pool, &e))?;
+            // An explicit --size above the pool's grows it in place.
+            let have = store.stats().pool_size;
+            match pool_args.size {
+                Some(size) if size > have => {
+                    store.close().map_err(|e| format!("{}: {e}", pool.display()))?;
+                    let g = Store::grow(&pool, size, &opts).map_err(|e| pool_error(&pool, &e))?;
+                    println!("daxkv: pool grown from {} to {} bytes", g.old_size, g.new_size);
+                    store = Store::open(&pool, &opts).map_err(|e| pool_error(&pool, &e))?;
+                }
+                Some(size) if size < have => {
+                    println!("daxkv: --size {size} ignored: the pool is {have} bytes, and a pool cannot shrink");
+                }
+                _ => {}
+            }
             let st = store.stats();
             println!(
                 "daxkv: pool {} ({} keys, {}, opened in {:.1} ms)",

@@ -30,8 +30,13 @@ impl Drop for Proc {
 
 /// Start `daxkv serve` on a free port; wait for its ready line.
 fn serve(pool: &Path, extra: &[&str]) -> Proc {
+    serve_sized(pool, "256M", extra)
+}
+
+/// `serve` with `--size size`.
+fn serve_sized(pool: &Path, size: &str, extra: &[&str]) -> Proc {
     let child = Command::new(BIN)
-        .args(["serve", "--pool", pool.to_str().unwrap(), "--size", "256M", "--port", "0", "--threads", "2"])
+        .args(["serve", "--pool", pool.to_str().unwrap(), "--size", size, "--port", "0", "--threads", "2"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -217,6 +222,22 @@ fn grow_a_full_pool_in_place() {
     let o = Command::new(BIN).args(["grow", ps, "--size", "4M"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot shrink"), "{o:?}");
+    // `serve --size` grows an existing smaller pool, and ignores a smaller
+    // size, saying so.
+    for (size, line, bytes) in [
+        ("12M", "daxkv: pool grown from 8388608 to 12582912 bytes", "12582912"),
+        ("4M", "daxkv: --size 4194304 ignored: the pool is 12582912 bytes, and a pool cannot shrink", "12582912"),
+    ] {
+        let mut p = serve_sized(&pool, size, &[]);
+        assert!(p.lines.iter().any(|l| l == line), "{:?}", p.lines);
+        let mut c = redis::Client::open(format!("redis://{}/", p.addr)).unwrap().get_connection().unwrap();
+        let v: String = redis::cmd("GET").arg("k0").query(&mut c).unwrap();
+        assert_eq!(v, big);
+        signal(&p.child, "TERM");
+        assert!(wait(&mut p.child, Duration::from_secs(20)).success());
+        let (ok, out) = cli(&["info", ps]);
+        assert!(ok && out.contains(&format!("pool size:     {bytes}")), "{out}");
+    }
 }
 
 /// Expiries go through `dump`, `salvage` and `load`: a key's time comes
