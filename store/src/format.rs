@@ -16,9 +16,11 @@
 //! 252  crc32c of bytes 0..252
 //! ```
 //!
-//! A write updates copy A and makes it durable, then copy B. Open takes the
-//! valid copy with the higher sequence, so a torn write of either copy
-//! leaves the other intact.
+//! A write updates one copy and makes it durable, then the other: first
+//! the copy that is damaged or older, so the newest valid copy is never
+//! overwritten before a newer one is durable. Open takes the valid copy
+//! with the higher sequence, so a torn write of either copy leaves the
+//! other intact, and never an older state than the one open found.
 
 use crate::error::PoolError;
 use daxkv_alloc::Region;
@@ -146,11 +148,26 @@ impl Superblock {
         if ok { Ok(()) } else { Err(format!("impossible geometry {self:?}")) }
     }
 
-    /// Write both copies, each made durable before the next.
+    /// Write both copies, each made durable before the next. The newest
+    /// valid copy is never the one overwritten first: a copy that is
+    /// damaged (a crash tore it) or older (a crash came between the two
+    /// writes) goes first, so that a crash during either write leaves a
+    /// valid copy at least as new as the one open chose.
     pub(crate) fn write(&mut self, r: &Region) -> Result<(), daxkv_alloc::DrainError> {
         self.seq += 1;
         let b = self.encode();
-        for off in SB_OFFSETS {
+        let seq = |off: u64| {
+            let mut c = [0u8; SB_LEN];
+            r.read(off, &mut c);
+            Superblock::decode(&c).ok().filter(|sb| sb.check_geometry().is_ok()).map(|sb| sb.seq)
+        };
+        let [a, b_off] = SB_OFFSETS;
+        let order = match (seq(a), seq(b_off)) {
+            (Some(x), Some(y)) if y < x => [b_off, a],
+            (Some(_), None) => [b_off, a],
+            _ => [a, b_off],
+        };
+        for off in order {
             r.copy_nodrain(off, &b);
             r.drain()?;
         }
