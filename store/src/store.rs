@@ -248,7 +248,8 @@ impl Store {
         {
             log::warn!("{}: pages not faulted in ({e}); the first writes will take the page faults", path.display());
         }
-        let mut s = Self::format(region, path, log_len)?;
+        let size = region.len();
+        let mut s = Self::format(region, size, path, log_len)?;
         s.log.set_group_commit(opts.group_commit);
         s.size_point_cache(opts.point_cache);
         Ok(s)
@@ -267,17 +268,25 @@ impl Store {
     /// Create a store in an already mapped, zeroed region (anonymous memory,
     /// or the crash simulator's images). `log_size` as in [`Options`].
     pub fn create_on(region: Arc<Region>, log_size: u64) -> Result<Store, PoolError> {
-        if region.len() < MIN_POOL {
+        let size = region.len();
+        Self::create_on_sized(region, size, log_size)
+    }
+
+    /// [`Store::create_on`] with a pool of `pool_size` bytes at the start of
+    /// the region, which leaves the rest of it to grow into
+    /// ([`Store::grow_on`]).
+    pub fn create_on_sized(region: Arc<Region>, pool_size: u64, log_size: u64) -> Result<Store, PoolError> {
+        if pool_size < MIN_POOL || pool_size > region.len() {
             return Err(PoolError::Options(format!(
-                "region of {} bytes is below the minimum {MIN_POOL}",
+                "a pool of {pool_size} bytes is below the minimum {MIN_POOL} or beyond its region of {}",
                 region.len()
             )));
         }
         let log_len = log_size.div_ceil(4096) * 4096;
-        if HEADER_BYTES + log_len + (512 << 10) > region.len() {
+        if HEADER_BYTES + log_len + (512 << 10) > pool_size {
             return Err(PoolError::Options(format!("log of {log_len} bytes leaves no heap")));
         }
-        let mut s = Self::format(region, Path::new("<memory>"), log_len)?;
+        let mut s = Self::format(region, pool_size, Path::new("<memory>"), log_len)?;
         s.size_point_cache(None);
         Ok(s)
     }
@@ -299,8 +308,7 @@ impl Store {
     }
 
     /// Format a mapped, zeroed region as a new pool.
-    pub(crate) fn format(region: Arc<Region>, path: &Path, log_len: u64) -> Result<Store, PoolError> {
-        let pool_size = region.len();
+    pub(crate) fn format(region: Arc<Region>, pool_size: u64, path: &Path, log_len: u64) -> Result<Store, PoolError> {
         let log_off = HEADER_BYTES;
         let heap_off = log_off + log_len;
         let heap_len = pool_size - heap_off;
@@ -401,7 +409,8 @@ impl Store {
                 "{}: found no superblock (a creation interrupted by a crash): creating the pool",
                 path.display()
             );
-            return Self::format(region, path, log_len);
+            let size = region.len();
+            return Self::format(region, size, path, log_len);
         }
         recovery::open(region, path, opts.verify)
     }

@@ -135,6 +135,9 @@ struct Oracle {
     after: Arc<Model>,
     /// The pool is being created: "no pool yet" is an acceptable outcome.
     creating: bool,
+    /// The pool is being grown to this size: growing the image again must
+    /// finish the job.
+    grow: Option<u64>,
 }
 
 struct Shared {
@@ -185,7 +188,7 @@ fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) ->
             Ok(())
         })
     });
-    let s = match Store::open_on(region) {
+    let s = match Store::open_on(region.clone()) {
         Ok(s) => s,
         // A crash while the pool is created leaves no pool, and says so.
         Err(daxkv::PoolError::NotAPool { .. } | daxkv::PoolError::BadSuperblock { .. }) if o.creating => {
@@ -215,6 +218,10 @@ fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) ->
     if !rep.is_ok() {
         return Err(format!("check: {:?}", &rep.problems[..rep.problems.len().min(3)]));
     }
+    let s = match o.grow {
+        Some(size) => finish_grow(s, region, size, &got)?,
+        None => s,
+    };
     if continue_ops {
         let mut m = got.clone();
         let more = [
@@ -235,6 +242,32 @@ fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) ->
         }
     }
     Ok(got)
+}
+
+/// A crash image taken during a grow to `size`, opened as `s` with
+/// contents `got`: growing it again ends at `size` with the same contents.
+fn finish_grow(s: Store, region: Arc<Region>, size: u64, got: &Model) -> Result<Store, String> {
+    s.close().map_err(|e| format!("close before finishing the grow: {e}"))?;
+    Store::grow_on(region.clone(), size).map_err(|e| format!("finishing the grow: {e}"))?;
+    let s = Store::open_on(region).map_err(|e| format!("open after finishing the grow: {e}"))?;
+    if s.stats().pool_size != size {
+        return Err(format!("grown again to {size} bytes, the pool has {}", s.stats().pool_size));
+    }
+    if contents(&s)? != *got {
+        return Err("finishing the grow changed the contents".into());
+    }
+    let rep = s.check().map_err(|e| e.to_string())?;
+    if !rep.is_ok() {
+        return Err(format!("check after finishing the grow: {:?}", &rep.problems[..rep.problems.len().min(3)]));
+    }
+    Ok(s)
+}
+
+/// Close `store`, grow its pool to `size` and open it again.
+fn grow(store: Store, region: &Arc<Region>, size: u64) -> Result<Store, String> {
+    store.close().map_err(|e| format!("close before the grow: {e}"))?;
+    Store::grow_on(region.clone(), size).map_err(|e| format!("grow: {e}"))?;
+    Store::open_on(region.clone()).map_err(|e| format!("open after the grow: {e}"))
 }
 
 fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
@@ -375,7 +408,14 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
     let sh = Arc::new(Mutex::new(Shared {
         cfg: cfg.clone(),
         kind,
-        oracle: Oracle { op: 0, desc: "create".into(), before: empty.clone(), after: empty.clone(), creating: true },
+        oracle: Oracle {
+            op: 0,
+            desc: "create".into(),
+            before: empty.clone(),
+            after: empty.clone(),
+            creating: true,
+            grow: None,
+        },
         seen: HashSet::new(),
         states: HashSet::new(),
         report: Report { workload: kind.name(), ..Report::default() },
@@ -388,7 +428,7 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
         region.simulator().expect("sim").set_hook(move |cp| on_point(&sh, cp));
     }
     // Crashes while the pool is created are explored too.
-    let store = match Store::create_on(region.clone(), log) {
+    let mut store = match Store::create_on_sized(region.clone(), kind.start_size(), log) {
         Ok(s) => s,
         Err(e) => {
             let mut g = sh.lock().expect("explorer state");
@@ -404,7 +444,7 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
         }
     };
     sh.lock().expect("explorer state").oracle =
-        Oracle { op: 0, desc: "created".into(), before: empty.clone(), after: empty, creating: false };
+        Oracle { op: 0, desc: "created".into(), before: empty.clone(), after: empty, creating: false, grow: None };
     let mut model = Model::new();
     for (i, op) in ops.iter().enumerate() {
         let mut after = model.clone();
@@ -419,29 +459,49 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
                 before: Arc::new(model.clone()),
                 after: Arc::new(after.clone()),
                 creating: false,
+                grow: if let Op::Grow(size) = op { Some(*size) } else { None },
             };
         }
-        let changed = match op.run(&store) {
-            Ok(c) => c,
-            Err(e) => {
-                let mut g = sh.lock().expect("explorer state");
-                let v = Violation {
-                    workload: kind.name(),
-                    seed: cfg.seed,
-                    op: i,
-                    point: 0,
-                    image: String::new(),
-                    what: format!("{} failed: {e}", op.describe()),
-                };
-                g.report.violations.push(v);
-                break;
-            }
+        let failed = |what: String| {
+            let mut g = sh.lock().expect("explorer state");
+            g.report.violations.push(Violation {
+                workload: kind.name(),
+                seed: cfg.seed,
+                op: i,
+                point: 0,
+                image: String::new(),
+                what,
+            });
+            g.report.clone()
+        };
+        let changed = match op {
+            // The store is gone if the grow failed: stop here.
+            Op::Grow(size) => match grow(store, &region, *size) {
+                Ok(s) => {
+                    store = s;
+                    true
+                }
+                Err(what) => return failed(what),
+            },
+            op => match op.run(&store) {
+                Ok(c) => c,
+                Err(e) => {
+                    failed(format!("{} failed: {e}", op.describe()));
+                    break;
+                }
+            },
         };
         op.apply(&mut model, changed);
         let mut g = sh.lock().expect("explorer state");
         let m = Arc::new(model.clone());
-        g.oracle =
-            Oracle { op: i, desc: format!("after {}", op.describe()), before: m.clone(), after: m, creating: false };
+        g.oracle = Oracle {
+            op: i,
+            desc: format!("after {}", op.describe()),
+            before: m.clone(),
+            after: m,
+            creating: false,
+            grow: None,
+        };
         if g.cfg.stop_at_first && !g.report.violations.is_empty() {
             break;
         }

@@ -41,6 +41,10 @@ pub enum Op {
     Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
     /// Remove every key, all or nothing.
     Clear,
+    /// Close the store, grow its pool to this many bytes and open it
+    /// again (run by the explorer, which owns the store: [`Op::run`]
+    /// cannot).
+    Grow(u64),
 }
 
 impl Op {
@@ -55,11 +59,13 @@ impl Op {
             Op::Tx(w) => format!("transaction of {}", w.len()),
             Op::Batch(w) => format!("batch of {}", w.len()),
             Op::Clear => "clear".into(),
+            Op::Grow(size) => format!("grow to {size} bytes"),
         }
     }
 
     /// Run the op on `store`; `Ok(true)` if it changed the state (or may
     /// have), `Ok(false)` if it was refused (pool full, CAS mismatch).
+    /// [`Op::Grow`] needs the store closed and panics here.
     pub fn run(&self, store: &Store) -> Result<bool, Error> {
         let full = |r: Result<(), Error>| match r {
             Ok(()) => Ok(true),
@@ -88,6 +94,7 @@ impl Op {
             })),
             Op::Batch(w) => full(store.write_batch(w)),
             Op::Clear => store.clear().map(|_| true),
+            Op::Grow(_) => panic!("Op::Grow closes the store: the explorer runs it"),
         }
     }
 
@@ -127,6 +134,8 @@ impl Op {
                 }
             }
             Op::Clear => m.clear(),
+            // A grow changes no key.
+            Op::Grow(_) => {}
         }
     }
 }
@@ -150,11 +159,16 @@ pub enum Kind {
     /// slabs on the same pages, so one-drain inserts land in blocks that
     /// held whole records before (zeroed when their slab was made).
     SlabReuse,
+    /// Values of 4 to 30 KiB fill a 1 MiB pool, which is grown (full) to
+    /// 2.5 MiB a third of the way through and (its metadata now after its
+    /// pages) to 4 MiB at two thirds; puts fill the new room.
+    Grow,
 }
 
 impl Kind {
     /// Every workload.
-    pub const ALL: [Kind; 5] = [Kind::Mixed, Kind::FillDrain, Kind::PoolFull, Kind::LogWrap, Kind::SlabReuse];
+    pub const ALL: [Kind; 6] =
+        [Kind::Mixed, Kind::FillDrain, Kind::PoolFull, Kind::LogWrap, Kind::SlabReuse, Kind::Grow];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
@@ -164,6 +178,7 @@ impl Kind {
             Kind::PoolFull => "pool-full",
             Kind::LogWrap => "log-wrap",
             Kind::SlabReuse => "slab-reuse",
+            Kind::Grow => "grow",
         }
     }
 
@@ -172,15 +187,28 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.name() == s)
     }
 
-    /// Pool and log size for this workload (bytes).
+    /// Region and log size for this workload (bytes).
     pub fn geometry(self) -> (usize, u64) {
         match self {
             Kind::PoolFull => (2 << 20, 128 << 10),
             Kind::LogWrap => (2 << 20, 16 << 10),
+            Kind::Grow => (GROWN, 128 << 10),
             _ => (2 << 20, 128 << 10),
         }
     }
+
+    /// The pool's size when it is created: the whole region, except where
+    /// the workload grows it.
+    pub fn start_size(self) -> u64 {
+        match self {
+            Kind::Grow => 1 << 20,
+            k => k.geometry().0 as u64,
+        }
+    }
 }
+
+/// The region of the grow workload: its pool's size after the second grow.
+const GROWN: usize = 4 << 20;
 
 fn val(rng: &mut StdRng, small: bool) -> Vec<u8> {
     let len = if small || rng.gen_range(0..20) != 0 { rng.gen_range(0..200) } else { rng.gen_range(300..6000) };
@@ -315,6 +343,27 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
                     // start, written by a one-drain insert whose line does
                     // not land, must not bring the old record back.
                     Op::Put(format!("t{i:05}").into_bytes(), vec![rng.r#gen(); rng.gen_range(0..40)])
+                }
+            }
+            Kind::Grow => {
+                if i == n / 3 {
+                    Op::Grow(5 << 19)
+                } else if i == 2 * n / 3 {
+                    Op::Grow(GROWN as u64)
+                } else {
+                    match rng.gen_range(0..20) {
+                        0..=2 => Op::Delete(key(&mut rng, 300)),
+                        3 => Op::Tx(writes(&mut rng, 3, 300)),
+                        // Slab classes up to 16 KiB, and extents above.
+                        _ => {
+                            let len = if rng.gen_range(0..4) == 0 {
+                                rng.gen_range(17_000..30_000)
+                            } else {
+                                rng.gen_range(4_000..16_000)
+                            };
+                            Op::Put(key(&mut rng, 300), vec![rng.r#gen(); len])
+                        }
+                    }
                 }
             }
             Kind::LogWrap => {

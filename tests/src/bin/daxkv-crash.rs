@@ -32,7 +32,7 @@ enum Cmd {
         /// Full mode (exhaustive up to 4096 combinations, 1000 ops each).
         #[arg(long)]
         full: bool,
-        /// Workloads (default all): mixed, fill-drain, pool-full, log-wrap, slab-reuse.
+        /// Workloads (default all): mixed, fill-drain, pool-full, log-wrap, slab-reuse, grow.
         #[arg(long)]
         workload: Vec<String>,
         /// Seed.
@@ -65,6 +65,10 @@ enum Cmd {
         full: bool,
         #[arg(long, default_value_t = 0x5eed)]
         seed: u64,
+        /// Workloads (default all): the sites they reach, each switched off
+        /// in turn and explored with them alone.
+        #[arg(long)]
+        workload: Vec<String>,
     },
     /// SIGKILL a writing child process at random moments; check after each.
     Torture {
@@ -182,11 +186,18 @@ fn main() -> ExitCode {
             }
             if r.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
-        Cmd::Mutants { full, seed } => {
+        Cmd::Mutants { full, seed, workload } => {
             let mut cfg = if full { Config::full(seed) } else { Config::quick(seed) };
             cfg.nested_every = 8;
             let json_out = cli.json;
-            let res = mutants::run(&cfg, &Kind::ALL, |s| {
+            let ks = match kinds(&workload) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("daxkv-crash: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let res = mutants::run(&cfg, &ks, |s| {
                 if json_out {
                     println!(
                         "{}",
@@ -195,7 +206,7 @@ fn main() -> ExitCode {
                     );
                 } else {
                     let verdict = match (&s.detected_by, s.always_redundant()) {
-                        (Some(_), _) => "detected".to_string(),
+                        (Some(by), _) => format!("detected by {by}"),
                         (None, true) => "SURVIVED (redundant: every call wrote back nothing new)".to_string(),
                         (None, false) => "SURVIVED (a gap in the suite)".to_string(),
                     };
