@@ -87,7 +87,6 @@ pub(crate) fn page_size() -> usize {
 pub(crate) fn open_locked(
     path: &Path,
     create_size: Option<u64>,
-    extend_to: Option<u64>,
     min_len: u64,
     read_only: bool,
 ) -> Result<(File, u64, Medium), OpenError> {
@@ -144,13 +143,6 @@ pub(crate) fn open_locked(
         size_file(&file, size).map_err(|source| OpenError::Size { path: path.to_path_buf(), size, source })?;
         len = size;
     }
-    if let Some(size) = extend_to
-        && len < size
-        && ft.is_file()
-    {
-        extend_file(&file, len, size).map_err(|source| OpenError::Size { path: path.to_path_buf(), size, source })?;
-        len = size;
-    }
     if len < min_len {
         return Err(OpenError::TooSmall { path: path.to_path_buf(), found: len, needed: min_len });
     }
@@ -164,22 +156,24 @@ pub(crate) fn open_locked(
     Ok((file, len, medium))
 }
 
-/// Extend a file of `old` bytes to `size`, its blocks reserved; on failure
-/// it is cut back to `old` (its contents are a pool: never lost).
-fn extend_file(file: &File, old: u64, size: u64) -> io::Result<()> {
+/// Extend a file of `old` bytes to `size`, its blocks reserved and its new
+/// length durable; on failure it is cut back to `old` (its contents are a
+/// pool: never lost).
+pub(crate) fn extend_file(file: &File, old: u64, size: u64) -> io::Result<()> {
     file.set_len(size)?;
     let off = libc::off_t::try_from(old).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
     let add =
         libc::off_t::try_from(size - old).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
     // SAFETY: plain syscall on our descriptor.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off, add) };
-    match rc {
-        0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
-        e => {
-            let _ = file.set_len(old);
-            Err(io::Error::from_raw_os_error(e))
-        }
+    let done = match rc {
+        0 | libc::EOPNOTSUPP | libc::EINVAL => file.sync_data(),
+        e => Err(io::Error::from_raw_os_error(e)),
+    };
+    if done.is_err() {
+        let _ = file.set_len(old);
     }
+    done
 }
 
 fn size_file(file: &File, size: u64) -> io::Result<()> {

@@ -150,10 +150,39 @@ impl Region {
     }
 
     fn open_inner(path: &Path, opts: &RegionOptions, extend_to: Option<u64>) -> Result<Region, OpenError> {
-        let (file, len, medium) = map::open_locked(path, opts.create_size, extend_to, opts.min_len.max(64), false)?;
-        let (mut mapping, map_sync) = map::map_file(&file, len, path)?;
-        let (backend, reason) = choose(opts.persist.persistence, medium, map_sync)?;
-        let ops = Ops::build(backend, &opts.persist)?;
+        let (file, mut len, medium) = map::open_locked(path, opts.create_size, opts.min_len.max(64), false)?;
+        // A pool being grown: the file is extended first, and cut back if
+        // it cannot be mapped (nothing has been written to the new part).
+        let mut extended_from = None;
+        if let Some(size) = extend_to
+            && len < size
+            && !matches!(medium, map::Medium::DaxDevice)
+        {
+            let err = |source| OpenError::Size { path: path.to_path_buf(), size, source };
+            if usize::try_from(size).is_err() {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "larger than the address space",
+                )));
+            }
+            map::extend_file(&file, len, size).map_err(err)?;
+            extended_from = Some(len);
+            len = size;
+        }
+        let mapped = map::map_file(&file, len, path).and_then(|(mapping, map_sync)| {
+            let (backend, reason) = choose(opts.persist.persistence, medium, map_sync)?;
+            let ops = Ops::build(backend, &opts.persist)?;
+            Ok((mapping, map_sync, backend, reason, ops))
+        });
+        let (mut mapping, map_sync, backend, reason, ops) = match mapped {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(old) = extended_from {
+                    let _ = file.set_len(old);
+                }
+                return Err(e);
+            }
+        };
         let len = len as usize;
         let kind = match backend {
             Backend::Msync => Kind::Msync(DirtyPages::new(len, map::page_size())),
@@ -181,7 +210,7 @@ impl Region {
     /// write through the region panics. For tools that must not change
     /// what they read (salvage), also on read-only media.
     pub fn open_read_only(path: &Path, min_len: u64) -> Result<Region, OpenError> {
-        let (file, len, medium) = map::open_locked(path, None, None, min_len.max(64), true)?;
+        let (file, len, medium) = map::open_locked(path, None, min_len.max(64), true)?;
         let mut mapping = map::map_file_read_only(&file, len, path)?;
         let ops = Ops::build(Backend::Volatile, &PersistOptions::default())?;
         let info = persist_info(Backend::Volatile, "opened read-only".into(), &ops, false);

@@ -324,8 +324,12 @@ fn exec(cmd: Cmd, started: Instant) -> Result<ExitCode, String> {
             match pool_args.size {
                 Some(size) if size > have => {
                     store.close().map_err(|e| format!("{}: {e}", pool.display()))?;
-                    let g = Store::grow(&pool, size, &opts).map_err(|e| pool_error(&pool, &e))?;
-                    println!("daxkv: pool grown from {} to {} bytes", g.old_size, g.new_size);
+                    // A grow refused (too small a step, no room on the file
+                    // system...) leaves the pool as it was: serve it anyway.
+                    match Store::grow(&pool, size, &opts) {
+                        Ok(g) => println!("daxkv: pool grown from {} to {} bytes", g.old_size, g.new_size),
+                        Err(e) => println!("daxkv: --size {size} not applied: {}", pool_error(&pool, &e)),
+                    }
                     store = Store::open(&pool, &opts).map_err(|e| pool_error(&pool, &e))?;
                 }
                 Some(size) if size < have => {

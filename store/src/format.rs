@@ -44,6 +44,8 @@ const MAX_SEQ: u64 = 1 << 48;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Superblock {
+    /// The format version read (what `encode` writes is always [`VERSION`]).
+    pub version: u32,
     pub uuid: [u8; 16],
     pub pool_size: u64,
     pub log_off: u64,
@@ -120,6 +122,7 @@ impl Superblock {
             return Err(Fault::Field(format!("sequence {}", get(b, 80))));
         }
         Ok(Superblock {
+            version,
             uuid: b[16..32].try_into().expect("16 bytes"),
             pool_size: get(b, 32),
             log_off: get(b, 40),

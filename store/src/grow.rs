@@ -6,7 +6,7 @@ use crate::error::PoolError;
 use crate::format::{self, HEADER_BYTES};
 use crate::options::Options;
 use crate::store::Store;
-use daxkv_alloc::{GrowPlan, HeapError, Region, RegionOptions};
+use daxkv_alloc::{GrowPlan, Heap, HeapError, Region, RegionOptions};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -36,22 +36,29 @@ impl Store {
     /// more after the grow, so that its next open is a clean one.
     ///
     /// A size below the pool's, or too little growth to move the heap's
-    /// metadata past what it uses now, is refused before anything is
-    /// written, with the smallest size that works. Growing to the pool's
-    /// own size does nothing.
+    /// metadata past what it uses now, is refused with the smallest size
+    /// that works, before anything is written (a pool of format version 2
+    /// or 3 whose heap header cannot be read as it is is opened first,
+    /// which marks it version 4). Growing to the pool's own size does
+    /// nothing, unless a grow to that size was interrupted: then it
+    /// finishes it.
     pub fn grow(path: impl AsRef<Path>, new_size: u64, opts: &Options) -> Result<Grown, PoolError> {
         let path = path.as_ref();
         let opts = opts.clone().create_if_missing(false);
-        let store = Store::open(path, &opts)?;
-        let (size, heap_off, heap_len) = {
-            let sb = store.sb.lock();
-            (sb.pool_size, sb.heap_off, sb.heap_len)
-        };
-        let smallest = GrowPlan::smallest_area(&store.region, heap_off, heap_len)?;
-        store.close().map_err(|e| PoolError::Options(format!("{}: closing before the grow: {e}", path.display())))?;
-        if new_size != size {
-            refuse(size, heap_off + smallest, new_size)?;
+        // Refuse what can be refused from a read-only look.
+        {
+            let ro = Region::open_read_only(path, HEADER_BYTES)?;
+            let (sb, _) = format::read(&ro, path)?;
+            if let Ok(smallest) = GrowPlan::smallest_area(&ro, sb.heap_off, sb.heap_len)
+                && new_size != sb.pool_size
+            {
+                refuse(sb.pool_size, sb.heap_off + smallest, new_size)?;
+            }
         }
+        // Recover it after a crash, and find damage, before growing it.
+        Store::open(path, &opts)?
+            .close()
+            .map_err(|e| PoolError::Options(format!("{}: closing before the grow: {e}", path.display())))?;
         let ro = RegionOptions { persist: opts.persist.clone(), create_size: None, min_len: HEADER_BYTES };
         let region = Arc::new(Region::open_extended(path, &ro, new_size)?);
         let grown = grow_region(&region, new_size, path)?;
@@ -60,9 +67,10 @@ impl Store {
         if !sb.clean {
             // Closed too full to save its index: open and close it once
             // more, now with room, so that the next open is a clean one.
-            Store::open(path, &opts)?
-                .close()
-                .map_err(|e| PoolError::Options(format!("{}: closing after the grow: {e}", path.display())))?;
+            // The grow is done either way.
+            if let Err(e) = Store::open(path, &opts).map(|s| s.close()) {
+                log::warn!("{}: grown, but reopening it to close it cleanly failed: {e}", path.display());
+            }
         }
         Ok(grown)
     }
@@ -95,10 +103,10 @@ fn grow_region(region: &Region, new_size: u64, path: &Path) -> Result<Grown, Poo
     }
     let smallest = sb.heap_off + GrowPlan::smallest_area(region, sb.heap_off, sb.heap_len)?;
     let old_size = sb.pool_size;
-    if new_size == old_size && smallest > new_size {
-        // Nothing to do (a grow interrupted after its superblock write is
-        // the case below, where the heap can still grow into the pool).
-        let heap = daxkv_alloc::Heap::capacity_of(region, sb.heap_off, sb.heap_len)?;
+    if new_size == old_size && Heap::fills_area(region, sb.heap_off, sb.heap_len)? {
+        // Nothing to do. (A grow interrupted after its superblock write
+        // left a heap that does not fill the area yet: it goes on below.)
+        let heap = Heap::capacity_of(region, sb.heap_off, sb.heap_len)?;
         return Ok(Grown { old_size, new_size, old_heap_bytes: heap, new_heap_bytes: heap });
     }
     refuse(old_size, smallest, new_size)?;

@@ -50,7 +50,8 @@ impl Options {
     /// checksummed, to reopen in milliseconds), so damage there would
     /// surface later: a record failing its checksum, or a key not found.
     /// With this set, a damaged pool is refused before anything is written
-    /// to it. After a crash, recovery runs first (it must, to settle
+    /// to it (except, in a pool of format version 2 or 3, the zeroing of
+    /// heap header words those versions never used). After a crash, recovery runs first (it must, to settle
     /// unfinished operations) and the check follows. The check reads every
     /// leaf and record: about 0.1-0.2 s per million keys here (reopening
     /// without it takes about 5 ms).

@@ -47,6 +47,12 @@ pub(crate) fn open(region: Arc<Region>, path: &Path, verify: bool) -> Result<Sto
     if let Some(copy) = damaged {
         log::warn!("{}: superblock copy {copy} is damaged; using the other and rewriting it", path.display());
     }
+    if sb.version < 4 {
+        // Made before heaps could grow: the heap header's `grown` word was
+        // never written, and is zeroed before the heap reads it (and
+        // before the superblock marks the pool version 4).
+        Heap::clear_header_tail(&region, sb.heap_off)?;
+    }
     // After a clean close the log's free space needs no clearing (no
     // record can be torn): that clear reads the whole ring.
     let (log, recovered) = if sb.clean {

@@ -1,7 +1,7 @@
 //! [`Store`]: opening, the point operations, and closing.
 
 use crate::error::{Error, PoolError, Result};
-use crate::format::{HEADER_BYTES, Superblock};
+use crate::format::{HEADER_BYTES, Superblock, VERSION};
 use crate::hot::{Hot, Probe};
 use crate::index::{Index, LeafRef};
 use crate::leaf::{self, LEAF_BYTES, SLOTS};
@@ -259,7 +259,7 @@ impl Store {
     /// the pool. (Stores are assembled without one; a store `open` made
     /// through `create` already has the right one and keeps it.)
     fn size_point_cache(&mut self, bytes: Option<u64>) {
-        let bytes = bytes.unwrap_or(self.region.len() / 32);
+        let bytes = bytes.unwrap_or(self.sb.lock().pool_size / 32);
         if self.hot.buckets() != Hot::buckets_for(bytes) {
             self.hot = Hot::new(bytes);
         }
@@ -321,6 +321,7 @@ impl Store {
         leaf::init(&region, head, &[], 0);
         let log = Log::create(region.clone(), log_off, log_len)?;
         let mut sb = Superblock {
+            version: VERSION,
             uuid: uuid(),
             pool_size,
             log_off,

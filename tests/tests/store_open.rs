@@ -114,7 +114,13 @@ fn version_2_and_3_pools_open_and_become_version_4() {
             patch(&p, sb + 8, &v.to_le_bytes());
             reseal(&p, sb);
         }
+        // Their format left the heap header's words after the fifth
+        // unwritten: on media that was not zero they hold anything, and
+        // must not be taken for a grown heap's page count.
+        let heap_off = u64::from_le_bytes(std::fs::read(&p).unwrap()[56..64].try_into().unwrap()) as usize;
+        patch(&p, heap_off + 40, &[0x5a; 24]);
         let s = Store::open(&p, &Options::new()).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap()[heap_off + 40..heap_off + 64], [0; 24]);
         s.put_with_expiry(b"later", b"v", Some(u64::MAX)).unwrap();
         s.close().unwrap();
         let b = std::fs::read(&p).unwrap();

@@ -171,6 +171,16 @@ impl Heap {
         Ok(Self::read_header(region, area_off, area_len)?.heap_bytes())
     }
 
+    /// Whether the heap in `[area_off, area_off + area_len)` has the
+    /// largest layout of its kind for that area: the format-time one, or,
+    /// once grown, the grown one (not so after a grow interrupted between
+    /// the owner's commit and the switch).
+    pub fn fills_area(region: &Region, area_off: u64, area_len: u64) -> Result<bool, HeapError> {
+        let l = Self::read_header(region, area_off, area_len)?;
+        let full = if l.is_grown() { l.grown_to(area_off + area_len) } else { Layout::compute(area_off, area_len) };
+        Ok(full == Some(l))
+    }
+
     fn new(region: Arc<Region>, layout: Layout) -> Heap {
         let info: PageInfo = (0..layout.pages).map(|_| AtomicU64::new(0)).collect();
         let zero_slabs = region.persist_info().backend != crate::Backend::Volatile;
@@ -213,6 +223,16 @@ impl Heap {
         let h = Heap::new(region, layout);
         h.sh.pages.lock().give(0, layout.pages);
         Ok(h)
+    }
+
+    /// Zero the header's words after the five of the format-time layout
+    /// (the `grown` word and the reserved rest) and make that durable.
+    /// For a heap formatted before heaps could grow: its format wrote the
+    /// first five words only, so on media that was not zero beforehand the
+    /// others may hold anything. Call it before the heap is opened.
+    pub fn clear_header_tail(region: &Region, area_off: u64) -> Result<(), crate::DrainError> {
+        region.set_nodrain(area_off + GROWN_AT, 0, (HEADER - GROWN_AT) as usize);
+        region.drain()
     }
 
     pub(crate) fn read_header(region: &Region, area_off: u64, area_len: u64) -> Result<Layout, HeapError> {
