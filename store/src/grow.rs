@@ -6,7 +6,7 @@ use crate::error::PoolError;
 use crate::format::{self, HEADER_BYTES};
 use crate::options::Options;
 use crate::store::Store;
-use daxkv_alloc::{GrowPlan, Heap, HeapError, Region, RegionOptions};
+use daxkv_alloc::{GrowPlan, Heap, Region, RegionOptions};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,10 +49,11 @@ impl Store {
         {
             let ro = Region::open_read_only(path, HEADER_BYTES)?;
             let (sb, _) = format::read(&ro, path)?;
-            if let Ok(smallest) = GrowPlan::smallest_area(&ro, sb.heap_off, sb.heap_len)
-                && new_size != sb.pool_size
-            {
-                refuse(sb.pool_size, sb.heap_off + smallest, new_size)?;
+            // (A header a version 2 or 3 pool has not had cleared yet may
+            // not read: its step is checked after the open below.)
+            let smallest = GrowPlan::smallest_area(&ro, sb.heap_off, sb.heap_len).map_or(0, |n| sb.heap_off + n);
+            if new_size != sb.pool_size {
+                refuse(sb.pool_size, smallest, new_size)?;
             }
         }
         // Recover it after a crash, and find damage, before growing it.
@@ -111,12 +112,8 @@ fn grow_region(region: &Region, new_size: u64, path: &Path) -> Result<Grown, Poo
     }
     refuse(old_size, smallest, new_size)?;
     let new_heap_len = new_size - sb.heap_off;
-    let plan = GrowPlan::prepare(region, sb.heap_off, sb.heap_len, new_heap_len).map_err(|e| match e {
-        HeapError::GrowTooSmall { needed, .. } => {
-            PoolError::Options(format!("grow the pool to at least {} bytes", sb.heap_off + needed))
-        }
-        e => PoolError::Heap(e),
-    })?;
+    // (`refuse` has turned away every area `prepare` would.)
+    let plan = GrowPlan::prepare(region, sb.heap_off, sb.heap_len, new_heap_len)?;
     sb.pool_size = new_size;
     sb.heap_len = new_heap_len;
     sb.write(region)?;

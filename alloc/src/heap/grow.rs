@@ -1,4 +1,4 @@
-//! Growing a closed heap into a larger area.
+//! Growing a heap that is not in use into a larger area.
 //!
 //! The pages stay where they are and new pages follow them; the
 //! descriptors and slab bitmaps move to just after the last page. A grow is
@@ -32,8 +32,8 @@ use crate::region::Region;
 /// Bytes copied at a time.
 const CHUNK: u64 = 1 << 20;
 
-/// A grow of a closed heap, prepared (its new metadata durable) and not
-/// yet switched to.
+/// A grow of a heap not in use, prepared (its new metadata written and
+/// flushed) and not yet switched to.
 #[derive(Debug, Clone, Copy)]
 pub struct GrowPlan {
     old: Layout,
@@ -44,10 +44,10 @@ impl GrowPlan {
     /// Prepare the heap in `[area_off, area_off + area_len)` to grow into an
     /// area of `new_len` bytes: the region must already be that large. The
     /// copy is flushed, not drained: the owner's drain when it records the
-    /// larger area makes it durable. An
-    /// area too small to add a slab's worth of pages past what the heap
-    /// uses now is refused with [`HeapError::GrowTooSmall`], naming the
-    /// smallest area that works; nothing is written then.
+    /// larger area makes it durable. An area too small to add a slab's
+    /// worth of pages past what the heap uses now is refused with
+    /// [`HeapError::GrowTooSmall`], naming the smallest area that works;
+    /// nothing is written then.
     pub fn prepare(region: &Region, area_off: u64, area_len: u64, new_len: u64) -> Result<GrowPlan, HeapError> {
         let old = Heap::read_header(region, area_off, area_len)?;
         region.check(area_off, new_len).map_err(|e| HeapError::BadHeader { what: e.to_string() })?;

@@ -90,7 +90,7 @@ impl Layout {
 
     /// The format-time layout of `pages` pages at `area_off`.
     fn fresh(area_off: u64, pages: u64) -> Option<Layout> {
-        if pages < SLAB_PAGES || !pages.is_multiple_of(SLAB_PAGES) || pages > MAX_PAGES {
+        if !valid_pages(pages) {
             return None;
         }
         let desc_off = area_off + HEADER;
@@ -102,7 +102,7 @@ impl Layout {
     /// A grown layout: `pages` pages from `pages_off`, then descriptors and
     /// bitmap. (`area_off` is filled in by the caller.)
     fn grown(pages_off: u64, pages: u64) -> Option<Layout> {
-        if pages < SLAB_PAGES || !pages.is_multiple_of(SLAB_PAGES) || pages > MAX_PAGES {
+        if !valid_pages(pages) {
             return None;
         }
         let desc_off = pages_off + pages * PAGE;
@@ -145,6 +145,11 @@ impl Layout {
 
 /// Most pages a heap may have: the `grown` word's 40 bits.
 const MAX_PAGES: u64 = (1 << 40) - 1;
+
+/// A page count a layout may have: whole slabs, at least one.
+fn valid_pages(pages: u64) -> bool {
+    pages >= SLAB_PAGES && pages.is_multiple_of(SLAB_PAGES) && pages <= MAX_PAGES
+}
 
 /// 24 check bits of a page count (a multiplicative hash: any change to the
 /// count changes them with high probability).
