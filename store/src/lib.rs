@@ -10,7 +10,9 @@
 //! before the tree; it is rebuilt by use after every open. A key may be
 //! given an expiry ([`Store::put_with_expiry`]): once it passes, the key
 //! is absent to every read, until [`Store::purge_expired`] or a write
-//! removes its record.
+//! removes its record. A pool that is not open can be made bigger in
+//! place, crash-safely ([`Store::grow`]); writes to a full pool fail with
+//! [`Error::PoolFull`] until then.
 //!
 //! ```
 //! use daxkv::{Options, Store};
@@ -31,9 +33,11 @@
 //!     Ok(())
 //! }).unwrap();
 //! store.close().unwrap();
+//! let grown = Store::grow(&path, 32 << 20, &opts).unwrap();
+//! assert!(grown.new_heap_bytes > grown.old_heap_bytes);
 //! let store = Store::open(&path, &opts).unwrap();
 //! assert!(store.stats().opened_clean);
-//! assert_eq!(store.len(), 2);
+//! assert_eq!((store.len(), store.stats().pool_size), (2, 32 << 20));
 //! # drop(store); std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 #![forbid(unsafe_code)]
