@@ -269,11 +269,17 @@ fn finish_grow(s: Store, region: Arc<Region>, size: u64, got: &Model) -> Result<
     Ok(s)
 }
 
-/// Close `store`, grow its pool to `size` and open it again.
-fn grow(store: Store, region: &Arc<Region>, size: u64) -> Result<Store, String> {
-    store.close().map_err(|e| format!("close before the grow: {e}"))?;
-    Store::grow_on(region.clone(), size).map_err(|e| format!("grow: {e}"))?;
-    Store::open_on(region.clone()).map_err(|e| format!("open after the grow: {e}"))
+/// Close `store`, grow its pool to `size` (if given) and open it again.
+fn reopen(store: Store, region: &Arc<Region>, grow: Option<u64>) -> Result<Store, String> {
+    store.close().map_err(|e| format!("close: {e}"))?;
+    if let Some(size) = grow {
+        Store::grow_on(region.clone(), size).map_err(|e| format!("grow: {e}"))?;
+    }
+    Store::open_on(region.clone()).map_err(|e| format!("open after the close: {e}"))
+}
+
+fn oracle_grow(op: &Op) -> Option<u64> {
+    if let Op::Grow(size) = op { Some(*size) } else { None }
 }
 
 fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
@@ -465,7 +471,7 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
                 before: Arc::new(model.clone()),
                 after: Arc::new(after.clone()),
                 creating: false,
-                grow: if let Op::Grow(size) = op { Some(*size) } else { None },
+                grow: oracle_grow(op),
             };
         }
         let failed = |what: String| {
@@ -481,8 +487,8 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
             g.report.clone()
         };
         let changed = match op {
-            // The store is gone if the grow failed: stop here.
-            Op::Grow(size) => match grow(store, &region, *size) {
+            // The store is gone if this failed: stop here.
+            Op::Grow(_) | Op::Reopen => match reopen(store, &region, oracle_grow(op)) {
                 Ok(s) => {
                     store = s;
                     true

@@ -45,6 +45,8 @@ pub enum Op {
     /// again (run by the explorer, which owns the store: [`Op::run`]
     /// cannot).
     Grow(u64),
+    /// Close the store cleanly and open it again (run by the explorer).
+    Reopen,
 }
 
 impl Op {
@@ -60,12 +62,14 @@ impl Op {
             Op::Batch(w) => format!("batch of {}", w.len()),
             Op::Clear => "clear".into(),
             Op::Grow(size) => format!("grow to {size} bytes"),
+            Op::Reopen => "close and reopen".into(),
         }
     }
 
     /// Run the op on `store`; `Ok(true)` if it changed the state (or may
     /// have), `Ok(false)` if it was refused (pool full, CAS mismatch).
-    /// [`Op::Grow`] needs the store closed and panics here.
+    /// [`Op::Grow`] and [`Op::Reopen`] need the store closed and panic
+    /// here.
     pub fn run(&self, store: &Store) -> Result<bool, Error> {
         let full = |r: Result<(), Error>| match r {
             Ok(()) => Ok(true),
@@ -94,7 +98,7 @@ impl Op {
             })),
             Op::Batch(w) => full(store.write_batch(w)),
             Op::Clear => store.clear().map(|_| true),
-            Op::Grow(_) => panic!("Op::Grow closes the store: the explorer runs it"),
+            Op::Grow(_) | Op::Reopen => panic!("{} closes the store: the explorer runs it", self.describe()),
         }
     }
 
@@ -134,8 +138,8 @@ impl Op {
                 }
             }
             Op::Clear => m.clear(),
-            // A grow changes no key.
-            Op::Grow(_) => {}
+            // Neither changes a key.
+            Op::Grow(_) | Op::Reopen => {}
         }
     }
 }
@@ -161,7 +165,8 @@ pub enum Kind {
     SlabReuse,
     /// Values of 4 to 30 KiB fill a 1 MiB pool, which is grown (full) to
     /// 2.5 MiB a third of the way through and (its metadata now after its
-    /// pages) to 4 MiB at two thirds; puts fill the new room.
+    /// pages) to 4 MiB at two thirds; puts fill the new room. The store is
+    /// also closed and reopened three times.
     Grow,
 }
 
@@ -350,6 +355,11 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
                     Op::Grow(5 << 19)
                 } else if i == 2 * n / 3 {
                     Op::Grow(GROWN as u64)
+                } else if i == n / 6 || i == n / 2 || i == 5 * n / 6 {
+                    // Close and reopen: full (no room to save the index, so
+                    // the reopen recovers), then with room (a clean close
+                    // and open, superblock writes included).
+                    Op::Reopen
                 } else {
                     match rng.gen_range(0..20) {
                         0..=2 => Op::Delete(key(&mut rng, 300)),
