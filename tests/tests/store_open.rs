@@ -53,6 +53,14 @@ fn reseal(p: &Path, sb: usize) {
     std::fs::write(p, b).unwrap();
 }
 
+/// Mark both superblocks as format version `v`.
+fn set_version(p: &Path, v: u32) {
+    for sb in [0, 4096] {
+        patch(p, sb + 8, &v.to_le_bytes());
+        reseal(p, sb);
+    }
+}
+
 #[test]
 fn foreign_file() {
     let d = dir("foreign");
@@ -90,10 +98,7 @@ fn wrong_version() {
         let d = dir(&format!("version{v}"));
         let p = d.0.join("v.pool");
         make_pool(&p);
-        for sb in [0, 4096] {
-            patch(&p, sb + 8, &v.to_le_bytes());
-            reseal(&p, sb);
-        }
+        set_version(&p, v);
         match open_fails(&p) {
             PoolError::WrongVersion { found, expected: 4, .. } if found == v => {}
             e => panic!("{e:?}"),
@@ -110,10 +115,7 @@ fn version_2_and_3_pools_open_and_become_version_4() {
         let d = dir(&format!("old{v}"));
         let p = d.0.join("v.pool");
         make_pool(&p);
-        for sb in [0, 4096] {
-            patch(&p, sb + 8, &v.to_le_bytes());
-            reseal(&p, sb);
-        }
+        set_version(&p, v);
         // Their format left the heap header's words after the fifth
         // unwritten: on media that was not zero they hold anything, and
         // must not be taken for a grown heap's page count.
