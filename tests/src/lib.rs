@@ -6,6 +6,7 @@
 //! binary runs the suite in quick or full mode and replays failures.
 #![forbid(unsafe_code)]
 
+pub mod corrupt;
 pub mod explore;
 pub mod mutants;
 pub mod torture;
