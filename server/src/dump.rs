@@ -61,13 +61,21 @@ fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
     if len > MAX_FRAME {
         return Err(bad(format!("frame of {len} bytes: damaged dump")));
     }
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).map_err(|_| bad("truncated dump"))?;
+    // Read as the bytes come: a damaged length must not make room for a
+    // gigabyte that is not there.
+    let mut payload = Vec::new();
+    r.take(len as u64).read_to_end(&mut payload)?;
+    if payload.len() != len {
+        return Err(bad("truncated dump"));
+    }
     if crc32c::crc32c(&payload) != crc {
         return Err(bad("checksum mismatch: damaged dump"));
     }
-    let (f, used) = bincode::decode_from_slice(&payload, bincode::config::standard())
-        .map_err(|e| bad(format!("undecodable frame: {e}")))?;
+    // The checksum guards against damage, not against a file made to fail:
+    // the limit bounds what the lengths inside a frame may claim (bincode
+    // makes room for a vector before it reads it).
+    let config = bincode::config::standard().with_limit::<MAX_FRAME>();
+    let (f, used) = bincode::decode_from_slice(&payload, config).map_err(|e| bad(format!("undecodable frame: {e}")))?;
     if used != payload.len() {
         return Err(bad("trailing bytes in a frame"));
     }
@@ -208,6 +216,38 @@ mod tests {
         assert!(load(&s, &mut &mixed[..]).is_err());
         assert_eq!(s.get(b"b").unwrap(), None);
         assert!(load(&s, &mut &dump_of(3, &[Frame::End(0)])[..]).is_err());
+        drop(s);
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn lengths_inside_a_frame_are_bounded() {
+        let (s, p) = store("claims");
+        // A checksummed frame whose vector claims 2^61 entries (varint
+        // 0xfd: a u64 follows), and one whose key claims 2^40 bytes.
+        let frame = |payload: &[u8]| {
+            let mut b = MAGIC.to_vec();
+            b.extend_from_slice(&VERSION.to_le_bytes());
+            b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            b.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+            b.extend_from_slice(payload);
+            b
+        };
+        let mut entries = vec![2u8, 0xfd];
+        entries.extend_from_slice(&(1u64 << 61).to_le_bytes());
+        let mut key = vec![2u8, 1, 0xfd];
+        key.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        for payload in [entries, key] {
+            let e = load(&s, &mut &frame(&payload)[..]).unwrap_err();
+            assert!(e.to_string().contains("undecodable frame"), "{e}");
+        }
+        // A frame length past the file's end is a truncation.
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&(1u32 << 29).to_le_bytes());
+        b.extend_from_slice(&[0; 4]);
+        assert!(load(&s, &mut &b[..]).unwrap_err().to_string().contains("truncated dump"));
+        assert_eq!(s.len(), 0);
         drop(s);
         let _ = std::fs::remove_file(p);
     }
