@@ -73,7 +73,7 @@ const PREFETCH_WINDOW: usize = 32;
 /// (no side effects) and prefetch the keys that GET, MGET and EXISTS among
 /// them will look up, so that a pipelined batch's store misses overlap
 /// instead of following one another. Returns where the window ended.
-fn prefetch_ahead(shared: &Shared, buf: &[u8], mut at: usize) -> usize {
+pub fn prefetch_ahead(shared: &Shared, buf: &[u8], mut at: usize) -> usize {
     let limits = shared.config.limits;
     let mut keys: Vec<&[u8]> = Vec::new();
     let mut requests = 0;
