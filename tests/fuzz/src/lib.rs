@@ -1,7 +1,8 @@
 //! # daxkv-fuzz
 //!
 //! What the fuzz targets run, one function each, taking the fuzzer's bytes:
-//! [`requests`] (bytes a client sends to the server), [`pool`] (damage
+//! [`requests`] (bytes a client sends to the server), [`ops`] (store
+//! operations, against a model), [`pool`] (damage
 //! to a pool file) and [`dump`] (a dump file to load). Each panics when
 //! it finds something wrong; bad input must only ever get an error.
 //!
@@ -15,10 +16,12 @@ use daxkv::{Backend, Options, Persistence, Store};
 use daxkv_tests::ShmDir;
 
 mod dumps;
+mod ops;
 mod pools;
 mod requests;
 
 pub use dumps::dump;
+pub use ops::ops;
 pub use pools::pool;
 pub use requests::requests;
 
@@ -26,7 +29,7 @@ pub use requests::requests;
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: the name of their seed directory under `seeds/`.
-pub const TARGETS: [(&str, Target); 3] = [("requests", requests), ("pool", pool), ("dump", dump)];
+pub const TARGETS: [(&str, Target); 4] = [("requests", requests), ("ops", ops), ("pool", pool), ("dump", dump)];
 
 /// A store on /dev/shm (volatile backend: the harnesses check behaviour,
 /// not persistence) made once a process and shared by every input, with
