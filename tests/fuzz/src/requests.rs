@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 /// The server's configuration for an input, from its first byte: bit 0
 /// asks for a password (the client starts unauthenticated), bit 1 for
 /// small limits (so that inputs reach them), bit 2 for one-operation
-/// commits.
+/// commits (bit 3 is read by [`requests`]).
 fn config(flags: u8) -> Config {
     let mut c = Config { threads: 1, ..Config::default() };
     if flags & 1 != 0 {
@@ -28,23 +28,29 @@ fn config(flags: u8) -> Config {
     c
 }
 
-/// Run the bytes after the first (see [`config`]) as one client's
-/// requests against an empty store, the way a connection does: the
-/// look-ahead prefetch, parsing, execution, the loop's commit. The server
-/// must not panic or loop, must give every request exactly one reply a
-/// real client (the `redis` crate) parses, and must leave the store
-/// sound (`check`).
+/// Run the bytes after the first (see [`config`]) as requests against an
+/// empty store, the way a connection does: the look-ahead prefetch,
+/// parsing, execution, the loop's commit. With bit 3 of the first byte
+/// two clients take turns, a request each (so that one's writes meet the
+/// other's WATCH and MULTI). The server must not panic or loop, must give
+/// every request exactly one reply a real client (the `redis` crate)
+/// parses, and must leave the store sound (`check`).
 pub fn requests(data: &[u8]) {
     let Some((&flags, input)) = data.split_first() else { return };
     static WORLD: OnceLock<Scratch> = OnceLock::new();
     let w = WORLD.get_or_init(|| Scratch::new("fuzz-requests"));
     w.store.clear().expect("empty the store");
     let shared = Shared::new(w.store.clone(), config(flags), Shutdown::new());
-    let mut session = Session::new(1, None, shared.config.requirepass.is_none());
-    let (mut out, mut group) = (Out::new(), Group::default());
-    let mut ctx = Ctx { shared: &shared, session: &mut session, out: &mut out, group: &mut group, conn: 0 };
-    let (mut at, mut prefetched, mut replies) = (0, 0, 0usize);
+    let clients = if flags & 8 != 0 { 2 } else { 1 };
+    let authed = shared.config.requirepass.is_none();
+    let mut sessions: Vec<Session> = (1..=clients).map(|id| Session::new(id, None, authed)).collect();
+    let mut outs: Vec<Out> = (0..clients).map(|_| Out::new()).collect();
+    let mut replies = vec![0usize; clients as usize];
+    let mut group = Group::default();
+    let (mut at, mut prefetched, mut turn) = (0, 0, 0);
     while at < input.len() {
+        let c = turn % sessions.len();
+        let mut ctx = Ctx { shared: &shared, session: &mut sessions[c], out: &mut outs[c], group: &mut group, conn: c };
         if at >= prefetched && ctx.session.authed {
             prefetched = prefetch_ahead(&shared, input, at);
             assert!(prefetched >= at, "the look-ahead went backwards");
@@ -55,7 +61,7 @@ pub fn requests(data: &[u8]) {
             Ok(None) => break,
             Err(e) => {
                 ctx.out.error(&format!("ERR {e}"));
-                replies += 1;
+                replies[c] += 1;
                 break;
             }
             Ok(Some(req)) => {
@@ -64,11 +70,12 @@ pub fn requests(data: &[u8]) {
                 if req.args.is_empty() {
                     continue;
                 }
+                turn += 1;
                 let argv = req.argv(buf);
                 match execute(&mut ctx, &argv) {
-                    Flow::Continue => replies += 1,
+                    Flow::Continue => replies[c] += 1,
                     Flow::Close => {
-                        replies += 1;
+                        replies[c] += 1;
                         break;
                     }
                     // SHUTDOWN closes the connection without a reply.
@@ -77,8 +84,10 @@ pub fn requests(data: &[u8]) {
             }
         }
     }
-    ctx.commit();
-    check_replies(&out.buf, replies);
+    group.commit(&shared);
+    for (out, &n) in outs.iter().zip(&replies) {
+        check_replies(&out.buf, n);
+    }
     let report = w.store.check().expect("check the store");
     assert!(report.is_ok(), "the store is damaged: {:?}", report.problems);
     w.store.purge_expired(b"", usize::MAX).expect("purge expired keys");
