@@ -203,13 +203,37 @@ pub fn exercise(path: &Path, h: &History, seed: u64) -> String {
                     assert_eq!(s.get(k).ok().flatten().as_ref(), Some(v), "an acknowledged put was lost");
                 }
             }
-            for kv in s.iter().take(4 * h.ever.len() + 100) {
-                let _ = kv;
-            }
+            let held: Vec<_> = s.iter().take(4 * h.ever.len() + 100).flatten().collect();
             let _ = s.close();
-            format!("opened (sound: {sound}, {n} keys), reopened (sound: {again})")
+            let grown = grow(path, (sound && again).then_some(held));
+            format!("opened (sound: {sound}, {n} keys), reopened (sound: {again}), {grown}")
         }
     }
+}
+
+/// Grow the pool to twice its size: refused with an error, or, for a pool
+/// that `check`ed sound (`held`: what it held), it holds the same and
+/// stays sound.
+fn grow(path: &Path, held: Option<Pairs>) -> String {
+    if let Err(e) = Store::grow(path, 2 * POOL, &Options::new()) {
+        assert!(held.is_none(), "growing a sound pool failed: {e}");
+        return format!("grow refused: {e}");
+    }
+    let s = match Store::open(path, &Options::new()) {
+        Ok(s) => s,
+        Err(e) => {
+            assert!(held.is_none(), "a sound pool does not open after a grow: {e}");
+            return format!("grown, open refused: {e}");
+        }
+    };
+    let sound = s.check().map(|r| r.is_ok()).unwrap_or(false);
+    if let Some(held) = held {
+        assert!(sound, "a sound pool is damaged after a grow");
+        let now: Pairs = s.iter().flatten().collect();
+        assert!(now == held, "a grow changed the pairs: {} before, {} after", held.len(), now.len());
+    }
+    let _ = s.close();
+    format!("grown (sound: {sound})")
 }
 
 /// Where damage is worth making: every non-zero word (mostly record
