@@ -292,8 +292,9 @@ pub fn ops(data: &[u8]) {
                 let (k, max) = (run.key(), usize::from(run.b.u8()));
                 let p = s.purge_expired(&k, max).expect("purge");
                 let mut removed = 0;
+                // It looks at one key at least.
                 let gone: Vec<Vec<u8>> =
-                    m.range(k.clone()..).take(max).filter(|(_, e)| !live(e)).map(|(k, _)| k.clone()).collect();
+                    m.range(k.clone()..).take(max.max(1)).filter(|(_, e)| !live(e)).map(|(k, _)| k.clone()).collect();
                 for g in gone {
                     m.remove(&g);
                     removed += 1;
