@@ -2,7 +2,7 @@
 //!
 //! What the fuzz targets run, one function each, taking the fuzzer's bytes:
 //! [`requests`] (bytes a client sends to the server), [`ops`] (store
-//! operations, against a model), [`pool`] (damage
+//! operations, against a model), [`log`] (damage to a redo log), [`pool`] (damage
 //! to a pool file) and [`dump`] (a dump file to load). Each panics when
 //! it finds something wrong; bad input must only ever get an error.
 //!
@@ -16,11 +16,13 @@ use daxkv::{Backend, Options, Persistence, Store};
 use daxkv_tests::ShmDir;
 
 mod dumps;
+mod logs;
 mod ops;
 mod pools;
 mod requests;
 
 pub use dumps::dump;
+pub use logs::log;
 pub use ops::ops;
 pub use pools::pool;
 pub use requests::requests;
@@ -29,7 +31,8 @@ pub use requests::requests;
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: the name of their seed directory under `seeds/`.
-pub const TARGETS: [(&str, Target); 4] = [("requests", requests), ("ops", ops), ("pool", pool), ("dump", dump)];
+pub const TARGETS: [(&str, Target); 5] =
+    [("requests", requests), ("ops", ops), ("log", log), ("pool", pool), ("dump", dump)];
 
 /// A store on /dev/shm (volatile backend: the harnesses check behaviour,
 /// not persistence) made once a process and shared by every input, with
