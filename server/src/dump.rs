@@ -46,10 +46,15 @@ fn bad(msg: impl Into<String>) -> io::Error {
 
 fn write_frame(w: &mut (impl Write + ?Sized), f: &Frame) -> io::Result<()> {
     let payload = bincode::encode_to_vec(f, bincode::config::standard()).map_err(io::Error::other)?;
+    write_payload(w, &payload)
+}
+
+/// A frame's length, checksum and payload.
+fn write_payload(w: &mut (impl Write + ?Sized), payload: &[u8]) -> io::Result<()> {
     let len = u32::try_from(payload.len()).map_err(|_| bad("frame too large"))?;
     w.write_all(&len.to_le_bytes())?;
-    w.write_all(&crc32c::crc32c(&payload).to_le_bytes())?;
-    w.write_all(&payload)
+    w.write_all(&crc32c::crc32c(payload).to_le_bytes())?;
+    w.write_all(payload)
 }
 
 fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
@@ -226,11 +231,8 @@ mod tests {
         // A checksummed frame whose vector claims 2^61 entries (varint
         // 0xfd: a u64 follows), and one whose key claims 2^40 bytes.
         let frame = |payload: &[u8]| {
-            let mut b = MAGIC.to_vec();
-            b.extend_from_slice(&VERSION.to_le_bytes());
-            b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            b.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-            b.extend_from_slice(payload);
+            let mut b = dump_of(VERSION, &[]);
+            write_payload(&mut b, payload).unwrap();
             b
         };
         let mut entries = vec![2u8, 0xfd];
@@ -242,8 +244,7 @@ mod tests {
             assert!(e.to_string().contains("undecodable frame"), "{e}");
         }
         // A frame length past the file's end is a truncation.
-        let mut b = MAGIC.to_vec();
-        b.extend_from_slice(&VERSION.to_le_bytes());
+        let mut b = dump_of(VERSION, &[]);
         b.extend_from_slice(&(1u32 << 29).to_le_bytes());
         b.extend_from_slice(&[0; 4]);
         assert!(load(&s, &mut &b[..]).unwrap_err().to_string().contains("truncated dump"));
