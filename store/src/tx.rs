@@ -157,9 +157,20 @@ impl Store {
     /// Run `f` as one atomic, durable transaction. `f` may run more than
     /// once if concurrent writers change what it read; keep it free of
     /// other side effects. Its error aborts the transaction.
+    ///
+    /// Each attempt keeps the thread pinned (see `daxkv_alloc::Guard`): the
+    /// space of records that any thread replaces or deletes meanwhile is
+    /// reused only after `f` and the commit return, so a long `f` holds
+    /// that space back.
     pub fn transaction<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         self.live()?;
         for _ in 0..MAX_ATTEMPTS {
+            // Pinned from the first read to the commit's check of what was
+            // read: that check compares record offsets, and an offset names
+            // the same record only while no block retired meanwhile can be
+            // reused (else a key changed twice could be back at the block
+            // it was read from, and its change go unseen).
+            let _pin = self.heap.pin();
             let mut tx = Tx { store: self, writes: BTreeMap::new(), reads: BTreeMap::new() };
             let out = f(&mut tx)?;
             let writes: Vec<Write> =

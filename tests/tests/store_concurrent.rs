@@ -299,3 +299,46 @@ fn clear_is_atomic_under_writers() {
     assert!((0..300u32).all(|i| s.get(format!("last-{i}").as_bytes()).unwrap().is_none()));
     assert!(s.is_empty() && s.iter().next().is_none() && s.get(b"g000").unwrap().is_none());
 }
+
+/// A transaction's read checked at commit must see every change in
+/// between, however many: here another thread increments the counter a
+/// transaction has read 1 to 6 times, with enough other writes between
+/// its increments that retired blocks get reused (without the pin the
+/// transaction holds, the counter's record came back to the block the
+/// transaction had read it from after two increments, and those were
+/// lost). The transaction must conflict once and count on from the new
+/// value.
+#[test]
+fn a_read_key_changed_meanwhile_conflicts_however_often_it_changed() {
+    let d = ShmDir::new("tx-reuse");
+    let s = Arc::new(d.pmem_store("r.pool", 64 << 20));
+    let read = |s: &daxkv::Store| u64::from_le_bytes(s.get(b"counter").unwrap().unwrap().try_into().unwrap());
+    s.put(b"counter", &0u64.to_le_bytes()).unwrap();
+    let mut expected = 0;
+    for changes in 1..=6u64 {
+        let mut attempts = 0;
+        s.transaction(|tx| {
+            attempts += 1;
+            let v = u64::from_le_bytes(tx.get(b"counter")?.unwrap().try_into().unwrap());
+            if attempts == 1 {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..changes {
+                        s.put(b"counter", &(read(&s) + 1).to_le_bytes()).unwrap();
+                        // Larger records (another size class), retired
+                        // often enough to advance the epoch and reuse.
+                        for j in 0..300u32 {
+                            s.put(format!("other-{}", j % 7).as_bytes(), &[j as u8; 300]).unwrap();
+                        }
+                    }
+                })
+                .join()
+                .unwrap();
+            }
+            tx.put(b"counter", &(v + 1).to_le_bytes())
+        })
+        .unwrap();
+        expected += changes + 1;
+        assert_eq!((read(&s), attempts), (expected, 2), "after {changes} changes during the transaction");
+    }
+}
