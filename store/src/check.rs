@@ -10,7 +10,8 @@ impl Store {
     /// the heap, fingerprints matching keys, keys unique and in order
     /// across the chain, the volatile index routing each leaf's keys to it
     /// (its smallest and largest key: routing is monotonic in the key),
-    /// the key count, and the allocator's accounting against what is
+    /// the point cache naming only live records, each under its key, the
+    /// key count, and the allocator's accounting against what is
     /// reachable (no leak, nothing reachable free). Meant for a quiescent
     /// store: concurrent writers can make it report transient problems.
     pub fn check(&self) -> Result<CheckReport> {
@@ -31,6 +32,8 @@ impl Store {
         let mut index = Vec::new();
         root.collect(&mut index);
         let mut reachable = also_live.to_vec();
+        // Every live record and its key's hash, for the point cache's audit.
+        let mut live: Vec<(u64, u32)> = Vec::new();
         let mut seen = HashSet::new();
         // Keys are borrowed from the pool (the pin keeps every record in
         // place), so nothing is copied per key.
@@ -95,6 +98,7 @@ impl Store {
                     rep.problems.push(format!("leaf {cur}: key {key:?} outside the leaf's range"));
                 }
                 reachable.push(rec);
+                live.push((rec, leaf::key_hash(key)));
                 bytes += (k + v) as u64;
                 expiring += u64::from(leaf::record_expires(r, rec));
                 keys.push(key);
@@ -138,6 +142,9 @@ impl Store {
         if expiring as i64 != counted {
             rep.problems.push(format!("{expiring} keys with an expiry found, the store counts {counted}"));
         }
+        live.sort_unstable();
+        let key_hash = |rec| live.binary_search_by_key(&rec, |&(r, _)| r).ok().map(|i| live[i].1);
+        rep.problems.extend(self.hot.audit(key_hash, 20));
         if let Err(e) = self.heap.audit(reachable) {
             rep.problems.push(format!("allocator: {e}"));
         }

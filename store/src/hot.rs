@@ -36,6 +36,13 @@
 //! two passes a reader finds none of its keys in the cache and goes to the
 //! tree, whose leaves are still locked; so nobody reads a new value
 //! through the cache while an old value of the same commit is still there.
+//! New leaves that the commit links (when a leaf overflows) join the index
+//! only after the second pass, still before it unlocks: no lock covers
+//! them, and a reader finding a new record there earlier could cache it
+//! before the second pass cached it again.
+//!
+//! `check` audits the cache: every entry names a record a leaf holds,
+//! under that record's key, once.
 
 use crate::sync::{AtomicU64, Ordering, spin};
 
@@ -194,6 +201,41 @@ impl Hot {
         Probe::Miss(stamp)
     }
 
+    /// What is wrong with the entries, for `check` on a quiescent store:
+    /// every entry must name a record that a leaf holds, under the tag and
+    /// in the bucket of that record's key, and only once (a second copy
+    /// would outlive the record, since a change removes one). `key_hash`
+    /// gives the hash of the key of the record a leaf holds at an offset,
+    /// `None` if no leaf holds one there. At most `max` problems.
+    pub(crate) fn audit(&self, key_hash: impl Fn(u64) -> Option<u32>, max: usize) -> Vec<String> {
+        let mut problems = Vec::new();
+        for i in 0..self.buckets() {
+            let b = self.base + i * LINE_WORDS;
+            let ways: Vec<u64> = self.words[b + 1..b + LINE_WORDS]
+                .iter()
+                .map(|w| w.load(Ordering::Acquire))
+                .filter(|&e| e != 0)
+                .collect();
+            for (j, &e) in ways.iter().enumerate() {
+                let rec = e & OFF_MASK;
+                match key_hash(rec) {
+                    None => problems.push(format!("point cache: names record {rec}, which no leaf holds")),
+                    Some(h) if self.bucket(h) != b || Hot::tag(h) != e & !OFF_MASK => {
+                        problems.push(format!("point cache: record {rec} is cached under another key's hash"))
+                    }
+                    Some(_) => {}
+                }
+                if ways[..j].contains(&e) {
+                    problems.push(format!("point cache: record {rec} is cached twice"));
+                }
+                if problems.len() >= max {
+                    return problems;
+                }
+            }
+        }
+        problems
+    }
+
     /// The stamp of `h`'s bucket now, for a later [`Hot::insert`]: a writer
     /// that reads it before publishing a new key can cache the key's record
     /// afterwards, and gives up if anything changed the bucket in between.
@@ -311,6 +353,28 @@ mod tests {
         }
         // 1024 buckets of 7 ways for 4000 keys: most stay cached.
         assert!(hits > 3000, "{hits} hits");
+    }
+
+    #[test]
+    fn the_audit_finds_dead_misfiled_and_doubled_entries() {
+        let c = Hot::new(64 * 1024);
+        // "Records" 1000 + key * 8 of keys 0..100 are live, key k's hash k.
+        let live = |rec: u64| (1000..1800).contains(&rec).then(|| ((rec - 1000) / 8) as u32);
+        for h in 0..100u32 {
+            c.replace(h, None, Some(1000 + u64::from(h) * 8));
+        }
+        assert!(c.audit(live, 10).is_empty());
+        // A record no leaf holds, a record under another key's hash, and
+        // a second copy (the commit bug this audit caught).
+        c.replace(200, None, Some(5000));
+        c.replace(300, None, Some(1008));
+        c.replace(7, None, Some(1056));
+        let found = c.audit(live, 10);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.iter().any(|p| p.contains("5000, which no leaf holds")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("1008 is cached under another key")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("1056 is cached twice")), "{found:?}");
+        assert_eq!(c.audit(live, 2).len(), 2);
     }
 
     #[test]

@@ -523,20 +523,15 @@ impl Store {
                         self.log.checkpoint(seq).map_err(Error::from)
                     })
             };
-            if result.is_ok() {
-                for (nl, sep) in created {
-                    self.index.insert(LeafRef::new(nl, sep));
-                }
-            } else if matches!(result, Err(Error::TooLarge(_))) {
-                // Never logged, so never linked.
-                for (nl, _) in &created {
-                    let _ = self.heap.free(*nl);
-                }
-            }
             // Before any leaf unlocks, the point cache forgets every
             // replaced record, and then (if the commit is durable) caches
             // the new ones: in between, a reader of any key of the commit
-            // misses and waits for the leaf locks (see `hot`).
+            // misses and waits for the leaf locks (see `hot`). The new
+            // leaves, which no lock covers, join the index only after that:
+            // earlier, a reader could find a new value in one while the
+            // cache still gave another key's old value, and cache a new
+            // record that the second pass then cached again (the copy
+            // outliving the record once the next change removed only one).
             for &(h, rec) in &old_recs {
                 self.hot.replace(h, Some(rec), None);
             }
@@ -545,6 +540,14 @@ impl Store {
                     if let Some(rec) = p.rec {
                         self.hot.replace(p.h, None, Some(rec));
                     }
+                }
+                for (nl, sep) in created {
+                    self.index.insert(LeafRef::new(nl, sep));
+                }
+            } else if matches!(result, Err(Error::TooLarge(_))) {
+                // Never logged, so never linked.
+                for (nl, _) in &created {
+                    let _ = self.heap.free(*nl);
                 }
             }
             unlock_all(&leaves);

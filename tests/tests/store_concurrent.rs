@@ -228,7 +228,10 @@ fn merges_under_readers() {
 /// keys over several leaves, all with the generation's number) and a
 /// single-key writer: a transaction that reads all 200 keys sees one
 /// generation or none of it, never a mix; the pool checks clean at the
-/// end, and a last clear leaves nothing for any read path.
+/// end (its point cache too: a commit that made new leaves once let
+/// readers cache a record before the commit did, and the second copy
+/// outlived the record), and a last clear leaves nothing for any read
+/// path.
 #[test]
 fn clear_is_atomic_under_writers() {
     let d = ShmDir::new("clear-atomic");
@@ -277,7 +280,7 @@ fn clear_is_atomic_under_writers() {
         })
     };
     let mut cleared = 0u64;
-    for _ in 0..150 {
+    for _ in 0..400 {
         cleared += s.clear().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
