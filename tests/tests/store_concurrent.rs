@@ -279,6 +279,22 @@ fn clear_is_atomic_under_writers() {
             (empty, full)
         })
     };
+    // Plain gets of the same keys, which fill the point cache on misses.
+    let getter = {
+        let (s, stop) = (s.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut found = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for i in (0..200).rev() {
+                    if let Some(v) = s.get(&gen_key(i)).unwrap() {
+                        assert_eq!(v.len(), 8, "a generation number");
+                        found += 1;
+                    }
+                }
+            }
+            found
+        })
+    };
     let mut cleared = 0u64;
     for _ in 0..400 {
         cleared += s.clear().unwrap();
@@ -287,6 +303,7 @@ fn clear_is_atomic_under_writers() {
     stop.store(true, Ordering::Relaxed);
     let gens = writer.join().unwrap();
     let (empty, full) = reader.join().unwrap();
+    assert!(getter.join().unwrap() > 0, "the getter found no key");
     assert!(cleared > 0 && gens > 10, "cleared {cleared} keys over {gens} generations");
     assert!(empty > 0 && full > 0, "the reader saw {empty} empty and {full} full states");
     let rep = s.check().unwrap();
