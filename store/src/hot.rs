@@ -211,12 +211,8 @@ impl Hot {
         let mut problems = Vec::new();
         for i in 0..self.buckets() {
             let b = self.base + i * LINE_WORDS;
-            let ways: Vec<u64> = self.words[b + 1..b + LINE_WORDS]
-                .iter()
-                .map(|w| w.load(Ordering::Acquire))
-                .filter(|&e| e != 0)
-                .collect();
-            for (j, &e) in ways.iter().enumerate() {
+            let ways: [u64; WAYS] = std::array::from_fn(|j| self.words[b + 1 + j].load(Ordering::Acquire));
+            for (j, &e) in ways.iter().enumerate().filter(|&(_, &e)| e != 0) {
                 let rec = e & OFF_MASK;
                 match key_hash(rec) {
                     None => problems.push(format!("point cache: names record {rec}, which no leaf holds")),
