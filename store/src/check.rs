@@ -143,8 +143,7 @@ impl Store {
             rep.problems.push(format!("{expiring} keys with an expiry found, the store counts {counted}"));
         }
         live.sort_unstable();
-        let key_hash = |rec| live.binary_search_by_key(&rec, |&(r, _)| r).ok().map(|i| live[i].1);
-        rep.problems.extend(self.hot.audit(key_hash, 20));
+        rep.problems.extend(self.hot.audit(&live, 20));
         if let Err(e) = self.heap.audit(reachable) {
             rep.problems.push(format!("allocator: {e}"));
         }

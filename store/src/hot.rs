@@ -204,29 +204,42 @@ impl Hot {
     /// What is wrong with the entries, for `check` on a quiescent store:
     /// every entry must name a record that a leaf holds, under the tag and
     /// in the bucket of that record's key, and only once (a second copy
-    /// would outlive the record, since a change removes one). `key_hash`
-    /// gives the hash of the key of the record a leaf holds at an offset,
-    /// `None` if no leaf holds one there. At most `max` problems.
-    pub(crate) fn audit(&self, key_hash: impl Fn(u64) -> Option<u32>, max: usize) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// would outlive the record, since a change removes one). `live` holds
+    /// every record a leaf holds and its key's hash, sorted by offset; the
+    /// entries are sorted too and the two lists walked together. At most
+    /// `max` problems.
+    pub(crate) fn audit(&self, live: &[(u64, u32)], max: usize) -> Vec<String> {
+        // (record, bucket, tag) of every entry.
+        let mut cached: Vec<(u64, usize, u64)> = Vec::new();
         for i in 0..self.buckets() {
             let b = self.base + i * LINE_WORDS;
-            let ways: [u64; WAYS] = std::array::from_fn(|j| self.words[b + 1 + j].load(Ordering::Acquire));
-            for (j, &e) in ways.iter().enumerate().filter(|&(_, &e)| e != 0) {
-                let rec = e & OFF_MASK;
-                match key_hash(rec) {
-                    None => problems.push(format!("point cache: names record {rec}, which no leaf holds")),
-                    Some(h) if self.bucket(h) != b || Hot::tag(h) != e & !OFF_MASK => {
-                        problems.push(format!("point cache: record {rec} is cached under another key's hash"))
-                    }
-                    Some(_) => {}
+            for w in &self.words[b + 1..b + LINE_WORDS] {
+                let e = w.load(Ordering::Acquire);
+                if e != 0 {
+                    cached.push((e & OFF_MASK, b, e & !OFF_MASK));
                 }
-                if ways[..j].contains(&e) {
-                    problems.push(format!("point cache: record {rec} is cached twice"));
+            }
+        }
+        cached.sort_unstable();
+        let mut problems = Vec::new();
+        let mut at = 0;
+        for (n, &(rec, b, tag)) in cached.iter().enumerate() {
+            if n > 0 && cached[n - 1].0 == rec {
+                problems.push(format!("point cache: record {rec} is cached twice"));
+            }
+            while at < live.len() && live[at].0 < rec {
+                at += 1;
+            }
+            match live.get(at).filter(|l| l.0 == rec) {
+                None => problems.push(format!("point cache: names record {rec}, which no leaf holds")),
+                Some(&(_, h)) if self.bucket(h) != b || Hot::tag(h) != tag => {
+                    problems.push(format!("point cache: record {rec} is cached under another key's hash"))
                 }
-                if problems.len() >= max {
-                    return problems;
-                }
+                Some(_) => {}
+            }
+            if problems.len() >= max {
+                problems.truncate(max);
+                break;
             }
         }
         problems
@@ -355,22 +368,24 @@ mod tests {
     fn the_audit_finds_dead_misfiled_and_doubled_entries() {
         let c = Hot::new(64 * 1024);
         // "Records" 1000 + key * 8 of keys 0..100 are live, key k's hash k.
-        let live = |rec: u64| (1000..1800).contains(&rec).then(|| ((rec - 1000) / 8) as u32);
+        let live: Vec<(u64, u32)> = (0..100u32).map(|k| (1000 + u64::from(k) * 8, k)).collect();
         for h in 0..100u32 {
             c.replace(h, None, Some(1000 + u64::from(h) * 8));
         }
-        assert!(c.audit(live, 10).is_empty());
-        // A record no leaf holds, a record under another key's hash, and
-        // a second copy (the commit bug this audit caught).
+        assert!(c.audit(&live, 10).is_empty());
+        // A record no leaf holds, a record under another key's hash (a
+        // second copy of it too), and a second copy in its own bucket (the
+        // commit bug this audit caught).
         c.replace(200, None, Some(5000));
         c.replace(300, None, Some(1008));
         c.replace(7, None, Some(1056));
-        let found = c.audit(live, 10);
-        assert_eq!(found.len(), 3, "{found:?}");
+        let found = c.audit(&live, 10);
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found.iter().any(|p| p.contains("1008 is cached twice")), "{found:?}");
         assert!(found.iter().any(|p| p.contains("5000, which no leaf holds")), "{found:?}");
         assert!(found.iter().any(|p| p.contains("1008 is cached under another key")), "{found:?}");
         assert!(found.iter().any(|p| p.contains("1056 is cached twice")), "{found:?}");
-        assert_eq!(c.audit(live, 2).len(), 2);
+        assert_eq!(c.audit(&live, 2).len(), 2);
     }
 
     #[test]
