@@ -3,8 +3,8 @@
 //! With every leaf locked (in address order, as transactions lock them),
 //! one log entry empties the head leaf and cuts the chain after it: two
 //! words, so a crash leaves all keys or none. Recovery then frees what the
-//! chain no longer reaches; without a crash the records are retired and
-//! the other leaves freed here.
+//! chain no longer reaches; without a crash the records and the other
+//! leaves are retired here.
 
 use crate::error::{Error, Result};
 use crate::index::LeafRef;
@@ -92,14 +92,14 @@ impl Store {
         self.expiring.fetch_sub(expiring, Ordering::Relaxed);
         unlock_all();
         durable?;
-        // Records may still be read by pinned readers; a leaf is validated
-        // by every reader against its version and dead flag, so it is freed
-        // at once, as after a merge.
+        // Records and leaves may still be read by pinned readers (a reader
+        // that routed to a leaf before the reset reads it, then finds it
+        // dead): both wait for them, as after a merge.
         for (_, rec) in recs {
             let _ = self.heap.retire(rec);
         }
         for l in leaves.iter().filter(|l| l.off != self.head) {
-            let _ = self.heap.free(l.off);
+            let _ = self.heap.retire(l.off);
         }
         Ok(n)
     }

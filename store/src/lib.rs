@@ -69,6 +69,8 @@ mod local;
 mod options;
 #[cfg(not(loom))]
 mod recovery;
+#[cfg(all(test, not(loom)))]
+mod retire_tests;
 #[cfg(not(loom))]
 mod salvage;
 #[cfg(not(loom))]

@@ -995,12 +995,13 @@ impl Store {
         leaf.kill();
         prev.unlock();
         self.merges.fetch_add(1, Ordering::Relaxed);
-        // Freed at once, not after readers leave: every read of a leaf is
-        // validated against its version and dead flag, so a reader that
-        // still reaches this block retries. The drain (or checkpoint) above
-        // is what makes the reuse safe after a crash.
+        // Retired, not freed: a reader that routed here before the index
+        // changed (or waited on this leaf's lock) still reads the block
+        // before its version check sends it back, and must find the leaf
+        // as it was, not another block's bytes. The drain (or checkpoint)
+        // above is what makes the reuse safe after a crash.
         if durable {
-            let _ = self.heap.free(leaf.off);
+            let _ = self.heap.retire(leaf.off);
         }
     }
 
