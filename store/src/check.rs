@@ -149,4 +149,36 @@ impl Store {
         }
         Ok(rep)
     }
+
+    /// Every block the leaf chain reaches (the leaves and their records),
+    /// sorted. With [`Store::blocks_in_use`], for tools that compare a
+    /// pool with an allocator: the crash explorer checks that no crash
+    /// image reaches a block the live store had already freed or retired.
+    /// Walks the chain as it is; meant for a quiescent store that
+    /// [`Store::check`]s sound.
+    pub fn reachable_blocks(&self) -> Result<Vec<u64>> {
+        self.live()?;
+        let r = &*self.region;
+        let _pin = self.heap.pin();
+        let mut out = Vec::new();
+        let mut cur = self.head;
+        // A damaged chain may loop: it cannot be longer than the heap has
+        // leaves.
+        let mut budget = self.heap.region().len() / LEAF_BYTES as u64;
+        while cur != 0 && budget > 0 {
+            out.push(cur);
+            out.extend(leaf::live(leaf::bitmap(r, cur)).map(|i| leaf::slot(r, cur, i)));
+            cur = leaf::next(r, cur);
+            budget -= 1;
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The blocks the heap holds in use now (handed out, neither freed
+    /// nor retired), sorted; see [`Store::reachable_blocks`].
+    pub fn blocks_in_use(&self) -> Result<Vec<u64>> {
+        self.live()?;
+        Ok(self.heap.blocks_in_use())
+    }
 }

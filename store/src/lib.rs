@@ -96,6 +96,8 @@ pub use iter::Iter;
 #[cfg(not(loom))]
 pub use options::Options;
 #[cfg(not(loom))]
+pub use recovery::leaf_chain;
+#[cfg(not(loom))]
 pub use salvage::{SalvageError, SalvageReport, salvage, salvage_region};
 #[cfg(not(loom))]
 pub use store::{CheckReport, MAX_KEY, MAX_VALUE, MIN_POOL, Stats, Store, ValueRef};

@@ -240,6 +240,16 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 }
 
 /// The leaves of the chain from the head, in order.
+/// The leaves a pool image's chain passes through, in chain order, as
+/// recovery would first walk it (before it replays the log or unlinks
+/// empty leaves). Reads only. For tools that compare an image with an
+/// allocator: the crash explorer checks that no crash image's chain
+/// passes through a leaf the live store had already let go.
+pub fn leaf_chain(region: &Region) -> Result<Vec<u64>, PoolError> {
+    let (sb, _) = crate::format::read(region, std::path::Path::new("<image>"))?;
+    chain(region, &sb)
+}
+
 fn chain(r: &Region, sb: &Superblock) -> Result<Vec<u64>, PoolError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();

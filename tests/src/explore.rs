@@ -6,7 +6,7 @@
 use crate::workload::{Kind, Model, Op, generate, observed};
 use daxkv::{Backend, PersistOptions, Region, Store};
 use daxkv_alloc::sim::{CrashPoint, ImageDesc, SimConfig, Site};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
@@ -150,6 +150,9 @@ struct Shared {
     scratch: Arc<Region>,
     counter: u64,
     nested_sites: Vec<(Site, u64, u64)>,
+    /// Blocks the stores recovered from this op's images reach, each with
+    /// the first point and image that reached it.
+    reached: HashMap<u64, (u64, String)>,
 }
 
 fn hash(b: &[u8]) -> u64 {
@@ -180,7 +183,9 @@ fn contents(s: &Store) -> Result<Model, String> {
 /// With `salvage`, [`daxkv::salvage`] reads the image first, as recovery
 /// will but without writing: it must meet no damage and hand over exactly
 /// what recovery then finds.
-fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) -> Result<Model, String> {
+/// Recover `region` and hold it to the oracle; returns the recovered
+/// contents and the blocks the recovered store reaches.
+fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) -> Result<(Model, Vec<u64>), String> {
     let mut salvaged = Model::new();
     let salvage = salvage.then(|| {
         daxkv::salvage_region(&region, std::path::Path::new("crash image"), |k, v, at| {
@@ -188,11 +193,14 @@ fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) ->
             Ok(())
         })
     });
+    // The leaves recovery walks, before it replays and unlinks: it reads
+    // each of them, kept or not.
+    let walked = daxkv::leaf_chain(&region).unwrap_or_default();
     let s = match Store::open_on(region.clone()) {
         Ok(s) => s,
         // A crash while the pool is created leaves no pool, and says so.
         Err(daxkv::PoolError::NotAPool { .. } | daxkv::PoolError::BadSuperblock { .. }) if o.creating => {
-            return Ok(Model::new());
+            return Ok((Model::new(), Vec::new()));
         }
         Err(e) => return Err(format!("recovery failed: {e}")),
     };
@@ -218,6 +226,8 @@ fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) ->
     if !rep.is_ok() {
         return Err(format!("check: {:?}", &rep.problems[..rep.problems.len().min(3)]));
     }
+    let mut blocks = s.reachable_blocks().map_err(|e| e.to_string())?;
+    blocks.extend(walked);
     let mut now = got.clone();
     if continue_ops {
         // (During a grow, in whichever layout the image has.)
@@ -247,7 +257,7 @@ fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) ->
             finish_grow(s, region.clone(), region.len(), &now)?;
         }
     }
-    Ok(got)
+    Ok((got, blocks))
 }
 
 /// A crash image taken during a grow, opened as `s` with contents `got`:
@@ -332,9 +342,12 @@ fn on_point(sh: &Arc<Mutex<Shared>>, cp: &CrashPoint<'_>) {
             guarded(|| verify(scratch, &g.oracle, cont, salvage))
         };
         match res {
-            Ok(m) => {
+            Ok((m, blocks)) => {
                 let h = state_hash(&m);
                 g.states.insert(h);
+                for b in blocks {
+                    g.reached.entry(b).or_insert_with(|| (point, desc.to_string()));
+                }
             }
             Err(what) => {
                 let v = Violation {
@@ -358,7 +371,7 @@ fn on_point(sh: &Arc<Mutex<Shared>>, cp: &CrashPoint<'_>) {
 /// Recover `img` on a simulator; at every drain of that recovery, recover
 /// each (sampled) image again on plain memory: a crash during recovery must
 /// be survivable too.
-fn nested_check(g: &mut Shared, img: &[u8]) -> Result<Model, String> {
+fn nested_check(g: &mut Shared, img: &[u8]) -> Result<(Model, Vec<u64>), String> {
     let cfg = SimConfig {
         disabled: g.cfg.disabled.clone(),
         max_exhaustive: 8,
@@ -434,6 +447,7 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
         scratch,
         counter: 0,
         nested_sites: Vec::new(),
+        reached: HashMap::new(),
     }));
     {
         let sh = sh.clone();
@@ -486,6 +500,15 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
             });
             g.report.clone()
         };
+        // What the heap holds in use before the op: with what it holds
+        // after, every block an image of the op may reach. A block in
+        // neither was freed or retired (and not handed out again) across
+        // the whole op, so no image may reach it: its unlinking was durable
+        // before it was let go. (Reuse by another thread can come before
+        // any drain of this one, which the single-threaded simulator cannot
+        // show by contents alone.)
+        let in_use_before = store.blocks_in_use().unwrap_or_default();
+        sh.lock().expect("explorer state").reached.clear();
         let changed = match op {
             // The store is gone if this failed: stop here.
             Op::Grow(_) | Op::Reopen => match reopen(store, &region, oracle_grow(op)) {
@@ -504,7 +527,30 @@ pub fn explore(kind: Kind, cfg: &Config) -> Report {
             },
         };
         op.apply(&mut model, changed);
+        let in_use_after = store.blocks_in_use().unwrap_or_default();
         let mut g = sh.lock().expect("explorer state");
+        let mut let_go: Vec<(&u64, &(u64, String))> = g
+            .reached
+            .iter()
+            .filter(|(b, _)| in_use_before.binary_search(b).is_err() && in_use_after.binary_search(b).is_err())
+            .collect();
+        let_go.sort();
+        if let Some(&(&b, (point, image))) = let_go.first() {
+            let v = Violation {
+                workload: kind.name(),
+                seed: cfg.seed,
+                op: i,
+                point: *point,
+                image: image.clone(),
+                what: format!(
+                    "during {}: recovery reaches block {b} (and {} more), which the live heap held free \
+                     or retired before and after the op",
+                    op.describe(),
+                    let_go.len() - 1
+                ),
+            };
+            g.report.violations.push(v);
+        }
         let m = Arc::new(model.clone());
         g.oracle = Oracle {
             op: i,

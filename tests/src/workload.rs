@@ -168,12 +168,17 @@ pub enum Kind {
     /// pages) to 4 MiB at two thirds; puts fill the new room. The store is
     /// also closed and reopened three times.
     Grow,
+    /// Leaves emptied by single deletes while the leaf before is too full
+    /// to take their last keys: the delete that empties one unlinks it, as
+    /// the last change of its op. No image of a later op may reach the
+    /// leaf once it is retired (see `explore`).
+    Unlink,
 }
 
 impl Kind {
     /// Every workload.
-    pub const ALL: [Kind; 6] =
-        [Kind::Mixed, Kind::FillDrain, Kind::PoolFull, Kind::LogWrap, Kind::SlabReuse, Kind::Grow];
+    pub const ALL: [Kind; 7] =
+        [Kind::Mixed, Kind::FillDrain, Kind::PoolFull, Kind::LogWrap, Kind::SlabReuse, Kind::Grow, Kind::Unlink];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
@@ -184,6 +189,7 @@ impl Kind {
             Kind::LogWrap => "log-wrap",
             Kind::SlabReuse => "slab-reuse",
             Kind::Grow => "grow",
+            Kind::Unlink => "unlink",
         }
     }
 
@@ -374,6 +380,29 @@ pub fn generate(kind: Kind, seed: u64, n: usize) -> Vec<Op> {
                             Op::Put(key(&mut rng, 300), vec![rng.r#gen(); len])
                         }
                     }
+                }
+            }
+            Kind::Unlink => {
+                // Cycles of 200 ops, each on a store cleared to one leaf.
+                // Keys 0..120 in order leave three leaves, split as
+                // [0, 32), [32, 64) and [64, 120); twelve more keys in the
+                // middle one give it 44, more than a merge may make (40),
+                // so the last leaf's deletes, from the top down, empty it
+                // and the delete of key 64 unlinks it.
+                let k = |j: usize, extra: bool| format!("u{j:03}{}", if extra { "+" } else { "" }).into_bytes();
+                let t = i % 200;
+                if t == 0 && i > 0 {
+                    Op::Clear
+                } else if t < 120 {
+                    Op::Put(k(t, false), val(&mut rng, true))
+                } else if t < 132 {
+                    Op::Put(k(40 + t - 120, true), val(&mut rng, true))
+                } else if t < 188 {
+                    Op::Delete(k(119 - (t - 132), false))
+                } else {
+                    // Then other changes, whose first drain would settle
+                    // an unlink left pending.
+                    Op::Put(k((t * 7) % 64, false), val(&mut rng, true))
                 }
             }
             Kind::LogWrap => {

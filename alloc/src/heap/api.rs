@@ -659,35 +659,7 @@ impl Heap {
     /// hands in over a million offsets, and sorting them once and walking
     /// the lists side by side costs a fraction of hashing each one.
     pub fn audit(&self, reachable: impl IntoIterator<Item = u64>) -> Result<u64, String> {
-        let sh = &self.sh;
-        let mut cached: Vec<u64> = Vec::new();
-        let mut retired: Vec<u64> = Vec::new();
-        // A copy of the list, as in `stats`.
-        let cells: Vec<Arc<CacheCell>> = sh.cells.lock().clone();
-        for cell in &cells {
-            let c = cell.cache.lock();
-            cached.extend(c.bins.iter().flatten().map(|&o| o & !UNTOUCHED));
-            retired.extend(c.retired.iter().map(|&(_, o)| o));
-        }
-        retired.extend(sh.orphans.lock().iter().map(|&(_, o)| o));
-        cached.sort_unstable();
-        retired.sort_unstable();
-        let mut allocated: Vec<u64> = Vec::new();
-        for (c, pool) in sh.classes.iter().enumerate() {
-            let size = CLASS_SIZES[c] as u64;
-            for (head, live) in pool.snapshot() {
-                let base = sh.layout.page_off(head);
-                allocated.extend(live.into_iter().map(|idx| base + idx as u64 * size));
-            }
-        }
-        for p in 0..sh.layout.pages {
-            if desc_tag(sh.info[p as usize].load(Ordering::Relaxed)) == TAG_LARGE {
-                allocated.push(sh.layout.page_off(p));
-            }
-        }
-        allocated.sort_unstable();
-        // A block in a thread's cache is free, though its slab counts it.
-        allocated.retain(|o| cached.binary_search(o).is_err());
+        let (allocated, retired) = self.sh.allocated_and_retired();
         let mut reach: Vec<u64> = reachable.into_iter().collect();
         reach.sort_unstable();
         if let Some(w) = reach.windows(2).find(|w| w[0] == w[1]) {
@@ -723,6 +695,16 @@ impl Heap {
         }
         Ok(reach.len() as u64)
     }
+
+    /// The blocks in use now, sorted: handed out and neither freed nor
+    /// retired. A snapshot for tools that compare a pool with the heap
+    /// (the crash explorer checks that no crash image reaches a block
+    /// outside it); meant for a quiescent heap, as [`Heap::audit`] is.
+    pub fn blocks_in_use(&self) -> Vec<u64> {
+        let (mut allocated, retired) = self.sh.allocated_and_retired();
+        allocated.retain(|o| retired.binary_search(o).is_err());
+        allocated
+    }
 }
 
 fn l_used(heap: u64, free_pages: u64) -> u64 {
@@ -730,6 +712,41 @@ fn l_used(heap: u64, free_pages: u64) -> u64 {
 }
 
 impl Shared {
+    /// Blocks handed out and not given back (thread caches excluded), and
+    /// blocks retired and waiting for readers (also counted in the first
+    /// list): both sorted.
+    fn allocated_and_retired(&self) -> (Vec<u64>, Vec<u64>) {
+        let mut cached: Vec<u64> = Vec::new();
+        let mut retired: Vec<u64> = Vec::new();
+        // A copy of the list, as in `stats`.
+        let cells: Vec<Arc<CacheCell>> = self.cells.lock().clone();
+        for cell in &cells {
+            let c = cell.cache.lock();
+            cached.extend(c.bins.iter().flatten().map(|&o| o & !UNTOUCHED));
+            retired.extend(c.retired.iter().map(|&(_, o)| o));
+        }
+        retired.extend(self.orphans.lock().iter().map(|&(_, o)| o));
+        cached.sort_unstable();
+        retired.sort_unstable();
+        let mut allocated: Vec<u64> = Vec::new();
+        for (c, pool) in self.classes.iter().enumerate() {
+            let size = CLASS_SIZES[c] as u64;
+            for (head, live) in pool.snapshot() {
+                let base = self.layout.page_off(head);
+                allocated.extend(live.into_iter().map(|idx| base + idx as u64 * size));
+            }
+        }
+        for p in 0..self.layout.pages {
+            if desc_tag(self.info[p as usize].load(Ordering::Relaxed)) == TAG_LARGE {
+                allocated.push(self.layout.page_off(p));
+            }
+        }
+        allocated.sort_unstable();
+        // A block in a thread's cache is free, though its slab counts it.
+        allocated.retain(|o| cached.binary_search(o).is_err());
+        (allocated, retired)
+    }
+
     fn block_size(&self, off: u64) -> Option<u64> {
         let page = self.layout.page_of(off)?;
         let i = self.info[page as usize].load(Ordering::Acquire);

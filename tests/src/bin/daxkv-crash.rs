@@ -32,7 +32,7 @@ enum Cmd {
         /// Full mode (exhaustive up to 4096 combinations, 1000 ops each).
         #[arg(long)]
         full: bool,
-        /// Workloads (default all): mixed, fill-drain, pool-full, log-wrap, slab-reuse, grow.
+        /// Workloads (default all): mixed, fill-drain, pool-full, log-wrap, slab-reuse, grow, unlink.
         #[arg(long)]
         workload: Vec<String>,
         /// Seed.
