@@ -239,7 +239,6 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
     h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
-/// The leaves of the chain from the head, in order.
 /// The leaves a pool image's chain passes through, in chain order, as
 /// recovery would first walk it (before it replays the log or unlinks
 /// empty leaves). Reads only. For tools that compare an image with an
@@ -250,6 +249,7 @@ pub fn leaf_chain(region: &Region) -> Result<Vec<u64>, PoolError> {
     chain(region, &sb)
 }
 
+/// The leaves of the chain from the head, in order.
 fn chain(r: &Region, sb: &Superblock) -> Result<Vec<u64>, PoolError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();

@@ -16,9 +16,9 @@ fn store(name: &str) -> (Store, std::path::PathBuf) {
     (s, dir)
 }
 
-/// Leaf-sized blocks handed out while `gone` are waited for: with the
-/// reader's pin held, none of them is one of `gone`; once it is
-/// dropped, every one of `gone` comes back (not leaked).
+/// `gone` are the blocks of leaves let go while `pin` was held: no
+/// leaf-sized allocation returns one of them while the pin lives, and
+/// each comes back once it is dropped (none leaked).
 fn reused_only_after_the_pin(s: &Store, pin: daxkv_alloc::Guard, gone: &[u64]) {
     let mut taken = Vec::new();
     for _ in 0..300 {

@@ -945,6 +945,10 @@ impl Store {
         let next = leaf::next(r, leaf.off);
         let durable = if bits == 0 {
             leaf::publish_next(r, prev.off, next);
+            // Durable before the leaf is retired: once the epoch moves on,
+            // another thread may reuse the block before any later drain
+            // of this one (the crash explorer's reach check fails without
+            // this drain).
             if r.drain().is_err() {
                 // Not durable: the leaf stays in the index as well; harmless.
                 prev.unlock();
