@@ -150,8 +150,8 @@ struct Shared {
     scratch: Arc<Region>,
     counter: u64,
     nested_sites: Vec<(Site, u64, u64)>,
-    /// Blocks the stores recovered from this op's images reach, each with
-    /// the first point and image that reached it.
+    /// Blocks recovery reached in this op's images, each with the first
+    /// point and image that reached it.
     reached: HashMap<u64, (u64, String)>,
 }
 
@@ -182,9 +182,8 @@ fn contents(s: &Store) -> Result<Model, String> {
 /// the op in progress, `check()` clean, and (sometimes) later ops agree.
 /// With `salvage`, [`daxkv::salvage`] reads the image first, as recovery
 /// will but without writing: it must meet no damage and hand over exactly
-/// what recovery then finds.
-/// Recover `region` and hold it to the oracle; returns the recovered
-/// contents and the blocks the recovered store reaches.
+/// what recovery then finds. Returns the recovered contents and the
+/// blocks recovery reached: the leaves it walked and the records it kept.
 fn verify(region: Arc<Region>, o: &Oracle, continue_ops: bool, salvage: bool) -> Result<(Model, Vec<u64>), String> {
     let mut salvaged = Model::new();
     let salvage = salvage.then(|| {
